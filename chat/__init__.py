@@ -1,0 +1,1 @@
+"""chat: a self-hostable, authenticated, multi-room chat server."""

@@ -1,0 +1,67 @@
+"""User accounts: registration, authentication, admin promotion."""
+
+import re
+
+from sqlalchemy import exists, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chat.errors import UsernameTaken
+from chat.models import User
+from chat.security import hash_password, verify_password
+
+USERNAME_PATTERN = r"^[A-Za-z0-9_.\-]{3,32}$"
+PASSWORD_MIN_CHARS = 8
+PASSWORD_MAX_CHARS = 1024
+_USERNAME_RE = re.compile(USERNAME_PATTERN)
+
+
+def is_valid_username(username: str) -> bool:
+    return bool(_USERNAME_RE.fullmatch(username))
+
+
+async def register(session: AsyncSession, username: str, password: str) -> User:
+    """Create an account; the first account of an empty database becomes admin."""
+    password_hash = await hash_password(password)
+    has_users = await session.scalar(select(exists().where(User.id.is_not(None))))
+    user = User(
+        username=username,
+        username_key=username.lower(),
+        password_hash=password_hash,
+        is_admin=not has_users,
+    )
+    session.add(user)
+    try:
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()
+        raise UsernameTaken() from None
+    return user
+
+
+async def authenticate(session: AsyncSession, username: str, password: str) -> User | None:
+    user = await find_by_username(session, username)
+    if not await verify_password(password, user.password_hash if user else None):
+        return None
+    return user
+
+
+async def find_by_username(session: AsyncSession, username: str) -> User | None:
+    return await session.scalar(select(User).where(User.username_key == username.lower()))
+
+
+async def create_or_promote_admin(session: AsyncSession, username: str, password: str) -> User:
+    """Make `username` an admin with `password`, creating the account if needed."""
+    user = await find_by_username(session, username)
+    password_hash = await hash_password(password)
+    if user is None:
+        user = User(username=username, username_key=username.lower())
+        session.add(user)
+    user.password_hash = password_hash
+    user.is_admin = True
+    await session.commit()
+    return user
+
+
+async def count_users(session: AsyncSession) -> int:
+    return await session.scalar(select(func.count(User.id))) or 0

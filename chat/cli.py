@@ -1,0 +1,135 @@
+"""The `chat` command: serve, migrate, create-admin."""
+
+import argparse
+import asyncio
+import getpass
+import os
+import sys
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
+
+from chat import accounts
+from chat.db import create_engine, migrate, session_factory
+from chat.logs import log_config
+from chat.settings import Settings, SettingsError
+
+
+class CommandError(Exception):
+    """Stops the command with this one line."""
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "CHAT_" + str(first["loc"][0]).upper() if first["loc"] else "a CHAT_ setting"
+        raise CommandError(f"{name}: {first['msg']}") from None
+
+
+def _migrate(settings: Settings) -> None:
+    try:
+        migrate(settings)
+    except (SQLAlchemyError, OSError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise CommandError(f"cannot migrate the database: {reason}") from None
+
+
+def serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    settings = _settings()
+    if args.workers > 1 and settings.broker_url.startswith("memory:"):
+        raise CommandError(
+            "--workers > 1 needs a shared broker: set CHAT_BROKER_URL=redis://host:port/db"
+        )
+    settings.signing_key()  # Creates the key once, before workers race for it.
+    _migrate(settings)
+    uvicorn.run(
+        "chat.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_config=log_config(),
+        **uvicorn_options(settings),
+    )
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """How uvicorn must run this app, wherever it is started from."""
+    return {
+        "ws": "websockets-sansio",
+        "ws_max_size": settings.ws_max_frame_bytes,
+        "ws_ping_interval": settings.ws_ping_interval_secs,
+        "ws_ping_timeout": settings.ws_ping_timeout_secs,
+        # Compression costs memory per socket and opens CRIME-style leaks.
+        "ws_per_message_deflate": False,
+        "timeout_graceful_shutdown": 10,
+    }
+
+
+def migrate_command(_args: argparse.Namespace) -> None:
+    _migrate(_settings())
+    print("database is at the newest schema")
+
+
+def create_admin(args: argparse.Namespace) -> None:
+    settings = _settings()
+    if not accounts.is_valid_username(args.username):
+        raise CommandError("usernames are 3-32 of A-Z a-z 0-9 _ . -")
+    if sys.stdin.isatty():
+        password = getpass.getpass(f"Password for {args.username}: ")
+    else:
+        password = os.environ.get("CHAT_ADMIN_PASSWORD", "")
+        if not password:
+            raise CommandError("set CHAT_ADMIN_PASSWORD when not run from a terminal")
+    if not accounts.PASSWORD_MIN_CHARS <= len(password) <= accounts.PASSWORD_MAX_CHARS:
+        raise CommandError("passwords are 8 to 1024 characters")
+    _migrate(settings)
+
+    async def run() -> bool:
+        engine = create_engine(settings)
+        try:
+            async with session_factory(engine)() as session:
+                existed = await accounts.find_by_username(session, args.username) is not None
+                await accounts.create_or_promote_admin(session, args.username, password)
+                return existed
+        finally:
+            await engine.dispose()
+
+    existed = asyncio.run(run())
+    print(f"{args.username} {'promoted to' if existed else 'created as'} admin")
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="chat",
+        description="Self-hostable, authenticated, multi-room chat server.",
+        epilog="Settings come from CHAT_* environment variables; see the README.",
+    )
+    commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    cmd = commands.add_parser("serve", help="apply migrations, then serve")
+    cmd.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    cmd.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+    cmd.add_argument(
+        "--workers", type=int, default=1, help="server processes (default 1; >1 needs Redis)"
+    )
+    cmd.set_defaults(run=serve)
+    cmd = commands.add_parser("migrate", help="apply database migrations")
+    cmd.set_defaults(run=migrate_command)
+    cmd = commands.add_parser("create-admin", help="create a user or promote it to admin")
+    cmd.add_argument("username")
+    cmd.set_defaults(run=create_admin)
+    return root
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (CommandError, SettingsError) as exc:
+        print(f"chat: error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,85 @@
+"""Request dependencies: the services, a database session, and who is asking."""
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import HTTPConnection
+
+from chat.models import User
+from chat.security import InvalidToken, csrf_tokens_match, decode_access_token
+from chat.services import Services
+
+ACCESS_COOKIE = "access_token"
+CSRF_COOKIE = "csrf_token"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+_bearer = OAuth2PasswordBearer(tokenUrl="/api/auth/token", auto_error=False)
+
+
+def get_services(connection: HTTPConnection) -> Services:
+    return connection.app.state.services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+async def get_session(services: ServicesDep) -> AsyncIterator[AsyncSession]:
+    async with services.sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+async def user_for_token(services: Services, token: str | None) -> User | None:
+    """The user a valid access token names, or None for any refused token."""
+    if not token:
+        return None
+    try:
+        claims = decode_access_token(token, services.signing_key)
+    except InvalidToken:
+        return None
+    async with services.sessions() as session:
+        return await session.get(User, claims.user_id)
+
+
+def _unauthorized(detail: str = "Not authenticated") -> HTTPException:
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"}
+    )
+
+
+async def current_user(
+    request: Request, services: ServicesDep, bearer: Annotated[str | None, Depends(_bearer)]
+) -> User:
+    token = bearer
+    if token is None:
+        token = request.cookies.get(ACCESS_COOKIE)
+        # A cookie rides along on cross-site requests too; a header it cannot set proves
+        # the request came from our own pages.
+        if token and request.method not in SAFE_METHODS:
+            given = request.headers.get(CSRF_HEADER)
+            if not csrf_tokens_match(request.cookies.get(CSRF_COOKIE), given):
+                raise HTTPException(status.HTTP_403_FORBIDDEN, "CSRF token missing or wrong")
+    if not token:
+        raise _unauthorized()
+    user = await user_for_token(services, token)
+    if user is None:
+        raise _unauthorized("Invalid or expired token")
+    return user
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+
+
+async def admin_user(user: CurrentUser) -> User:
+    if not user.is_admin:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "Admins only")
+    return user
+
+
+AdminUser = Annotated[User, Depends(admin_user)]

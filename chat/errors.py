@@ -1,0 +1,34 @@
+"""Domain errors. Only the HTTP routes and the WebSocket handlers turn them into codes."""
+
+
+class ChatError(Exception):
+    """Base of every error the domain raises on purpose."""
+
+
+class UsernameTaken(ChatError):
+    def __str__(self) -> str:
+        return "username already taken"
+
+
+class RoomExists(ChatError):
+    def __str__(self) -> str:
+        return "room already exists"
+
+
+class RoomNotFound(ChatError):
+    def __str__(self) -> str:
+        return "room not found"
+
+
+class RateLimited(ChatError):
+    def __init__(self, retry_after_secs: float) -> None:
+        super().__init__(retry_after_secs)
+        self.retry_after_secs = retry_after_secs
+
+    def __str__(self) -> str:
+        return f"rate limited, retry in {self.retry_after_secs:.1f}s"
+
+
+class StorageUnavailable(ChatError):
+    def __str__(self) -> str:
+        return "message storage is unavailable, try again"

@@ -1,0 +1,63 @@
+"""Logging for the server, with credentials kept out of every line."""
+
+import logging
+import re
+from typing import Any
+
+# `?token=...` in a WebSocket URL would otherwise land in access and error logs.
+_SECRET_QUERY = re.compile(r"((?:access_)?token|password)=[^&\s\"']*", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    return _SECRET_QUERY.sub(r"\1=[redacted]", text)
+
+
+class RedactSecrets(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+def log_config(level: str = "INFO") -> dict[str, Any]:
+    """uvicorn's logging configuration, every handler passing through the redaction filter."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"redact": {"()": RedactSecrets}},
+        "formatters": {
+            "default": {
+                "()": "uvicorn.logging.DefaultFormatter",
+                "fmt": "%(asctime)s %(levelprefix)s %(name)s: %(message)s",
+                "use_colors": False,
+            },
+            "access": {
+                "()": "uvicorn.logging.AccessFormatter",
+                "fmt": '%(asctime)s %(levelprefix)s %(client_addr)s - "%(request_line)s" '
+                "%(status_code)s",
+                "use_colors": False,
+            },
+        },
+        "handlers": {
+            "default": {
+                "class": "logging.StreamHandler",
+                "formatter": "default",
+                "filters": ["redact"],
+                "stream": "ext://sys.stderr",
+            },
+            "access": {
+                "class": "logging.StreamHandler",
+                "formatter": "access",
+                "filters": ["redact"],
+                "stream": "ext://sys.stdout",
+            },
+        },
+        "loggers": {
+            "uvicorn": {"handlers": ["default"], "level": level, "propagate": False},
+            "uvicorn.error": {"level": level},
+            "uvicorn.access": {"handlers": ["access"], "level": level, "propagate": False},
+            "chat": {"handlers": ["default"], "level": level, "propagate": False},
+        },
+    }

@@ -1,0 +1,215 @@
+"""The browser pages: server-rendered forms and the shells of the live views."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Request, status
+from fastapi.responses import RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from chat import accounts
+from chat.db import PROJECT_DIR
+from chat.deps import ACCESS_COOKIE, CSRF_COOKIE, ServicesDep, SessionDep, user_for_token
+from chat.errors import RoomExists, RoomNotFound, UsernameTaken
+from chat.models import User
+from chat.rooms import is_valid_room_name
+from chat.security import create_access_token, csrf_tokens_match, new_csrf_token
+from chat.services import Services
+
+router = APIRouter(include_in_schema=False)
+templates = Jinja2Templates(directory=PROJECT_DIR / "templates")
+
+FormField = Annotated[str, Form()]
+CsrfField = Annotated[str, Form(alias="csrf_token")]
+
+
+def _render(request: Request, template: str, status_code: int = 200, **context: Any) -> Response:
+    csrf = request.cookies.get(CSRF_COOKIE) or new_csrf_token()
+    response = templates.TemplateResponse(
+        request, template, {"csrf_token": csrf, **context}, status_code=status_code
+    )
+    if request.cookies.get(CSRF_COOKIE) != csrf:
+        response.set_cookie(CSRF_COOKIE, csrf, httponly=True, samesite="lax", path="/")
+    return response
+
+
+def _csrf_ok(request: Request, given: str) -> bool:
+    return csrf_tokens_match(request.cookies.get(CSRF_COOKIE), given)
+
+
+def _csrf_refused(request: Request, template: str, **context: Any) -> Response:
+    return _render(
+        request,
+        template,
+        status.HTTP_403_FORBIDDEN,
+        error="Your form expired; please try again.",
+        **context,
+    )
+
+
+async def _page_user(request: Request, services: Services) -> User | None:
+    return await user_for_token(services, request.cookies.get(ACCESS_COOKIE))
+
+
+def _to_login(request: Request) -> RedirectResponse:
+    return RedirectResponse(f"/login?next={request.url.path}", status.HTTP_303_SEE_OTHER)
+
+
+def _safe_next(target: str) -> str:
+    # Only our own paths: "//evil.example" and "https://..." would leave the site.
+    if target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/rooms"
+
+
+def _signed_in(services: Services, user: User, target: str) -> Response:
+    response = RedirectResponse(_safe_next(target), status.HTTP_303_SEE_OTHER)
+    response.set_cookie(
+        ACCESS_COOKIE,
+        create_access_token(user.id, services.signing_key, services.token_ttl),
+        max_age=int(services.token_ttl.total_seconds()),
+        httponly=True,
+        samesite="lax",
+        secure=services.settings.cookie_secure,
+        path="/",
+    )
+    return response
+
+
+@router.get("/")
+async def home() -> RedirectResponse:
+    return RedirectResponse("/rooms", status.HTTP_303_SEE_OTHER)
+
+
+@router.get("/register")
+async def register_form(request: Request) -> Response:
+    return _render(request, "register.html")
+
+
+@router.post("/register")
+async def register(
+    request: Request,
+    services: ServicesDep,
+    session: SessionDep,
+    username: FormField,
+    password: FormField,
+    csrf: CsrfField,
+) -> Response:
+    if not _csrf_ok(request, csrf):
+        return _csrf_refused(request, "register.html", username=username)
+    error = None
+    if not accounts.is_valid_username(username):
+        error = "Usernames are 3-32 letters, digits, '_', '.' or '-'."
+    elif not accounts.PASSWORD_MIN_CHARS <= len(password) <= accounts.PASSWORD_MAX_CHARS:
+        error = f"Passwords are {accounts.PASSWORD_MIN_CHARS} to 1024 characters."
+    if error:
+        return _render(request, "register.html", 400, error=error, username=username)
+    try:
+        user = await accounts.register(session, username, password)
+    except UsernameTaken:
+        return _render(
+            request, "register.html", 409, error="That username is taken.", username=username
+        )
+    return _signed_in(services, user, "/rooms")
+
+
+@router.get("/login")
+async def login_form(request: Request, next: str = "/rooms") -> Response:
+    return _render(request, "login.html", next=_safe_next(next))
+
+
+@router.post("/login")
+async def login(
+    request: Request,
+    services: ServicesDep,
+    session: SessionDep,
+    username: FormField,
+    password: FormField,
+    csrf: CsrfField,
+    next: Annotated[str, Form()] = "/rooms",
+) -> Response:
+    if not _csrf_ok(request, csrf):
+        return _csrf_refused(request, "login.html", username=username, next=_safe_next(next))
+    user = await accounts.authenticate(session, username, password)
+    if user is None:
+        return _render(
+            request,
+            "login.html",
+            status.HTTP_401_UNAUTHORIZED,
+            error="Incorrect username or password.",
+            username=username,
+            next=_safe_next(next),
+        )
+    return _signed_in(services, user, next)
+
+
+@router.post("/logout")
+async def logout(request: Request, csrf: CsrfField) -> Response:
+    if not _csrf_ok(request, csrf):
+        return _csrf_refused(request, "login.html", next="/rooms")
+    response = RedirectResponse("/login", status.HTTP_303_SEE_OTHER)
+    response.delete_cookie(ACCESS_COOKIE, path="/")
+    return response
+
+
+@router.get("/rooms")
+async def rooms_page(request: Request, services: ServicesDep) -> Response:
+    user = await _page_user(request, services)
+    if user is None:
+        return _to_login(request)
+    return await _rooms(request, services, user)
+
+
+async def _rooms(
+    request: Request,
+    services: Services,
+    user: User,
+    status_code: int = 200,
+    error: str | None = None,
+    name: str = "",
+) -> Response:
+    active = await services.presence.snapshot()
+    rooms = [(room.name, len(active.get(room.name, ()))) for room in await services.rooms.list()]
+    return _render(
+        request, "rooms.html", status_code, user=user, rooms=rooms, error=error, name=name
+    )
+
+
+@router.post("/rooms")
+async def create_room(
+    request: Request, services: ServicesDep, name: FormField, csrf: CsrfField
+) -> Response:
+    user = await _page_user(request, services)
+    if user is None:
+        return _to_login(request)
+    if not _csrf_ok(request, csrf):
+        return await _rooms(request, services, user, 403, "Your form expired; try again.", name)
+    if not is_valid_room_name(name):
+        error = "Room names are 1-64 lowercase letters, digits or '-'."
+        return await _rooms(request, services, user, 400, error, name)
+    try:
+        await services.rooms.create(name)
+    except RoomExists:
+        return await _rooms(request, services, user, 409, "That room exists already.", name)
+    return RedirectResponse(f"/rooms/{name}", status.HTTP_303_SEE_OTHER)
+
+
+@router.get("/rooms/{name}")
+async def room_page(request: Request, services: ServicesDep, name: str) -> Response:
+    user = await _page_user(request, services)
+    if user is None:
+        return _to_login(request)
+    try:
+        await services.rooms.id_of(name)
+    except RoomNotFound:
+        return _render(request, "not_found.html", 404, user=user, what="room")
+    return _render(request, "room.html", user=user, room=name)
+
+
+@router.get("/admin")
+async def admin_page(request: Request, services: ServicesDep) -> Response:
+    user = await _page_user(request, services)
+    if user is None:
+        return _to_login(request)
+    if not user.is_admin:
+        return _render(request, "forbidden.html", 403, user=user)
+    return _render(request, "admin.html", user=user)

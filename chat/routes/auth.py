@@ -1,0 +1,46 @@
+"""Accounts and access tokens."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi.security import OAuth2PasswordRequestForm
+
+from chat import accounts
+from chat.deps import ServicesDep, SessionDep
+from chat.errors import UsernameTaken
+from chat.schemas import RegisterIn, TokenOut, UserOut
+from chat.security import create_access_token
+
+router = APIRouter(prefix="/api/auth", tags=["auth"])
+
+WRONG_CREDENTIALS = "Incorrect username or password"
+
+
+@router.post("/register", status_code=status.HTTP_201_CREATED, response_model=UserOut)
+async def register(body: RegisterIn, session: SessionDep) -> UserOut:
+    try:
+        user = await accounts.register(session, body.username, body.password)
+    except UsernameTaken as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    return UserOut(id=user.id, username=user.username, is_admin=user.is_admin)
+
+
+@router.post(
+    "/token",
+    response_model=TokenOut,
+    responses={401: {"description": WRONG_CREDENTIALS}},
+)
+async def token(
+    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    session: SessionDep,
+    services: ServicesDep,
+) -> TokenOut:
+    user = await accounts.authenticate(session, form.username, form.password)
+    if user is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, WRONG_CREDENTIALS, headers={"WWW-Authenticate": "Bearer"}
+        )
+    return TokenOut(
+        access_token=create_access_token(user.id, services.signing_key, services.token_ttl),
+        expires_in=int(services.token_ttl.total_seconds()),
+    )

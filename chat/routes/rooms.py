@@ -1,0 +1,88 @@
+"""Rooms and their message history."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Response, status
+
+from chat import messages
+from chat.deps import CurrentUser, ServicesDep, SessionDep
+from chat.errors import RateLimited, RoomExists, RoomNotFound, StorageUnavailable
+from chat.messages import HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT
+from chat.schemas import MessageIn, MessageOut, MessagesOut, RoomIn, RoomOut
+from chat.services import Services
+
+router = APIRouter(prefix="/api/rooms", tags=["rooms"])
+
+NOT_FOUND = {404: {"description": "No such room"}}
+
+
+async def _room_id(services: Services, name: str) -> int:
+    try:
+        return await services.rooms.id_of(name)
+    except RoomNotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+
+
+@router.get("", response_model=list[RoomOut])
+async def list_rooms(_user: CurrentUser, services: ServicesDep) -> list[RoomOut]:
+    active = await services.presence.snapshot()
+    return [
+        RoomOut(name=r.name, created_at=r.created_at, active_users=len(active.get(r.name, ())))
+        for r in await services.rooms.list()
+    ]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=RoomOut)
+async def create_room(body: RoomIn, _user: CurrentUser, services: ServicesDep) -> RoomOut:
+    try:
+        room = await services.rooms.create(body.name)
+    except RoomExists as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    return RoomOut(name=room.name, created_at=room.created_at, active_users=0)
+
+
+@router.get("/{name}/messages", response_model=MessagesOut, responses=NOT_FOUND)
+async def list_messages(
+    name: str,
+    _user: CurrentUser,
+    services: ServicesDep,
+    session: SessionDep,
+    before: Annotated[int | None, Query(ge=1)] = None,
+    after: Annotated[int | None, Query(ge=0)] = None,
+    limit: Annotated[int, Query(ge=1, le=HISTORY_MAX_LIMIT)] = HISTORY_DEFAULT_LIMIT,
+) -> MessagesOut:
+    room_id = await _room_id(services, name)
+    found = await messages.history(session, room_id, name, before=before, after=after, limit=limit)
+    return MessagesOut(messages=[MessageOut(**m.as_dict()) for m in found])
+
+
+@router.post(
+    "/{name}/messages",
+    status_code=status.HTTP_201_CREATED,
+    response_model=MessageOut,
+    responses={
+        **NOT_FOUND,
+        200: {"description": "Repeated nonce: the message stored before", "model": MessageOut},
+        429: {"description": "Rate limited; see Retry-After"},
+    },
+)
+async def post_message(
+    name: str, body: MessageIn, user: CurrentUser, services: ServicesDep, response: Response
+) -> MessageOut:
+    room_id = await _room_id(services, name)
+    try:
+        services.limiter.hit(user.username_key)
+        message, is_new = await services.writer.store(
+            name, room_id, user.id, user.username, body.body, body.nonce
+        )
+    except RateLimited as exc:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            str(exc),
+            headers={"Retry-After": str(max(1, round(exc.retry_after_secs + 0.5)))},
+        ) from None
+    except StorageUnavailable as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
+    if not is_new:
+        response.status_code = status.HTTP_200_OK
+    return MessageOut(**message.as_dict())

@@ -1,0 +1,98 @@
+"""The server's long-lived parts, wired together, with their start-up and shutdown."""
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from chat import events
+from chat.broker import Broker, create_broker
+from chat.db import create_engine, session_factory
+from chat.hub import Hub
+from chat.messages import MessageWriter, StoredMessage
+from chat.metrics import MessageRate
+from chat.presence import Presence
+from chat.ratelimit import RateLimiter
+from chat.rooms import RoomDirectory
+from chat.settings import Settings
+
+log = logging.getLogger(__name__)
+
+HEALTH_TIMEOUT_SECS = 2.0
+
+
+@dataclass
+class Services:
+    settings: Settings
+    signing_key: str
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    broker: Broker
+    rooms: RoomDirectory
+    hub: Hub = field(default_factory=Hub)
+    presence: Presence = field(default_factory=Presence)
+    message_rate: MessageRate = field(default_factory=MessageRate)
+    limiter: RateLimiter = field(init=False)
+    writer: MessageWriter = field(init=False)
+    # Replaced by a fresh event each time presence changes, waking the admin views.
+    presence_changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.limiter = RateLimiter(self.settings.rate_burst, self.settings.rate_per_sec)
+        self.writer = MessageWriter(self.sessions, self._publish_messages)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Services":
+        engine = create_engine(settings)
+        sessions = session_factory(engine)
+        return cls(
+            settings=settings,
+            signing_key=settings.signing_key(),
+            engine=engine,
+            sessions=sessions,
+            broker=create_broker(settings.broker_url),
+            rooms=RoomDirectory(sessions),
+        )
+
+    @property
+    def token_ttl(self) -> timedelta:
+        return timedelta(minutes=self.settings.token_ttl_minutes)
+
+    async def start(self) -> None:
+        # Listen to the broker before anything can be published.
+        await self.broker.connect(self.hub.deliver)
+        self.writer.start()
+
+    async def stop(self) -> None:
+        # By now the server has closed every socket (1012) and let their handlers
+        # finish; store what they submitted, then let go of broker and database.
+        await self.writer.stop()
+        await self.broker.disconnect()
+        await self.engine.dispose()
+
+    async def _publish_messages(self, messages: list[StoredMessage]) -> None:
+        """Announce stored messages to their rooms; called only after their commit."""
+        self.message_rate.add(len(messages))
+        for message in messages:
+            await self.publish(message.room, events.message_event(message))
+
+    async def publish(self, room: str, event: dict[str, object]) -> None:
+        await self.broker.publish(f"room:{room}", events.encode(event))
+
+    async def announce_presence(self, room: str, event: str, user: str, users: list[str]) -> None:
+        await self.publish(room, events.presence_event(room, event, user, users))
+        changed, self.presence_changed = self.presence_changed, asyncio.Event()
+        changed.set()
+
+    async def is_healthy(self) -> bool:
+        try:
+            async with asyncio.timeout(HEALTH_TIMEOUT_SECS):
+                async with self.engine.connect() as conn:
+                    await conn.execute(text("SELECT 1"))
+                return await self.broker.is_healthy()
+        except Exception as exc:
+            log.warning("health check failed: %s", exc)
+            return False

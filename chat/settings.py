@@ -1,0 +1,103 @@
+"""Every setting of the server, read from `CHAT_*` environment variables."""
+
+import os
+import secrets
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SECRET_KEY_FILE = "secret_key"
+MIN_SECRET_KEY_CHARS = 32
+# Values copied from examples and tutorials; a server signing tokens with one of
+# them lets anybody mint an admin token.
+PLACEHOLDER_SECRETS = frozenset({"secret", "changeme", "change-me", "your-secret-key", "dev"})
+
+
+class SettingsError(Exception):
+    """A setting that cannot work; its message is one line for the operator."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CHAT_", extra="ignore")
+
+    data_dir: Path = Path("data")
+    database_url: str = ""
+    broker_url: str = "memory://"
+    secret_key: str = ""
+    token_ttl_minutes: int = Field(60, ge=1, le=60 * 24 * 30)
+    allowed_origins: list[str] = []
+
+    # Every user gets a bucket of `rate_burst` messages refilled at
+    # `rate_per_sec`, shared by all of their sockets and the REST post.
+    rate_burst: int = Field(20, ge=1)
+    rate_per_sec: float = Field(5.0, gt=0)
+    # Error frames a socket may earn within `abuse_window_secs` before it is closed.
+    abuse_max_errors: int = Field(30, ge=1)
+    abuse_window_secs: float = Field(10.0, gt=0)
+
+    ws_ping_interval_secs: float = Field(20.0, gt=0)
+    ws_ping_timeout_secs: float = Field(20.0, gt=0)
+    ws_max_frame_bytes: int = Field(64 * 1024, ge=1024)
+    # Frames a connection may have waiting to be sent before it counts as too slow.
+    send_queue_max: int = Field(1024, ge=1)
+    max_connections_per_user: int = Field(20, ge=1)
+
+    # Behind an HTTPS proxy the session cookie must only travel over TLS.
+    cookie_secure: bool = False
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [o.strip().rstrip("/") for o in value.split(",") if o.strip()]
+        return value
+
+    @cached_property
+    def async_database_url(self) -> str:
+        """The database URL with the async driver this app uses for its scheme."""
+        url = self.database_url or f"sqlite:///{(self.data_dir / 'chat.db').resolve()}"
+        scheme, sep, rest = url.partition("://")
+        if not sep:
+            raise SettingsError(f"CHAT_DATABASE_URL is not a URL: {url!r}")
+        drivers = {
+            "sqlite": "sqlite+aiosqlite",
+            "postgres": "postgresql+asyncpg",
+            "postgresql": "postgresql+asyncpg",
+        }
+        return f"{drivers.get(scheme, scheme)}://{rest}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.async_database_url.startswith("sqlite")
+
+    def signing_key(self) -> str:
+        """The JWT key: the configured one, or one generated once and kept in the data dir."""
+        key = self.secret_key or _load_or_create_secret(self.data_dir / SECRET_KEY_FILE)
+        if len(key) < MIN_SECRET_KEY_CHARS or key.lower() in PLACEHOLDER_SECRETS:
+            raise SettingsError(
+                f"CHAT_SECRET_KEY must be at least {MIN_SECRET_KEY_CHARS} random characters"
+            )
+        return key
+
+
+def _load_or_create_secret(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(48))
+    # link() publishes the complete file or fails if another worker won the race,
+    # so no process ever reads a half-written key.
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+    return path.read_text().strip()

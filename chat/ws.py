@@ -1,0 +1,308 @@
+"""The WebSocket endpoints: a room's live chat, and the admins' live view."""
+
+import asyncio
+import contextlib
+import logging
+import time
+from urllib.parse import urlsplit
+
+import orjson
+from fastapi import APIRouter, WebSocket
+from starlette.websockets import WebSocketDisconnect
+
+from chat import events, messages
+from chat.deps import ACCESS_COOKIE, get_services, user_for_token
+from chat.errors import RateLimited, RoomNotFound, StorageUnavailable
+from chat.hub import Connection
+from chat.messages import BODY_MAX_CHARS, NONCE_MAX_CHARS, StoredMessage
+from chat.models import User
+from chat.security import InvalidToken, decode_access_token
+from chat.services import Services
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_BAD_REQUEST = 4400
+CLOSE_UNKNOWN_ROOM = 4404
+# Typing hints from one socket are passed on at most this often.
+TYPING_INTERVAL_SECS = 2.0
+ADMIN_REFRESH_SECS = 1.0
+
+
+class Refused(Exception):
+    """The socket may not go on; the handler closes it with this code and reason."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def _origin_allowed(websocket: WebSocket, services: Services) -> bool:
+    origin = websocket.headers.get("origin")
+    if origin is None:
+        # Not a browser: an Origin header only protects a browser's cookies.
+        return True
+    origin = origin.rstrip("/")
+    if origin in services.settings.allowed_origins:
+        return True
+    # The server's own origin: the scheme may differ behind a TLS-terminating proxy.
+    return urlsplit(origin).netloc == websocket.headers.get("host")
+
+
+def _token(websocket: WebSocket) -> str | None:
+    scheme, _, credentials = websocket.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and credentials:
+        return credentials.strip()
+    return websocket.query_params.get("token") or websocket.cookies.get(ACCESS_COOKIE)
+
+
+async def _admit(websocket: WebSocket, services: Services) -> tuple[User, float]:
+    """The socket's user and the token's expiry (epoch seconds), or Refused."""
+    if not _origin_allowed(websocket, services):
+        raise Refused(CLOSE_POLICY_VIOLATION, "origin not allowed")
+    token = _token(websocket)
+    if not token:
+        raise Refused(CLOSE_POLICY_VIOLATION, "missing token")
+    try:
+        claims = decode_access_token(token, services.signing_key)
+    except InvalidToken:
+        raise Refused(CLOSE_POLICY_VIOLATION, "invalid or expired token") from None
+    user = await user_for_token(services, token)
+    if user is None:
+        raise Refused(CLOSE_POLICY_VIOLATION, "invalid or expired token")
+    return user, claims.expires_at.timestamp()
+
+
+def _since(websocket: WebSocket) -> int | None:
+    raw = websocket.query_params.get("since")
+    if raw is None:
+        return None
+    if not raw.isdigit() or len(raw) > 18:
+        raise Refused(CLOSE_BAD_REQUEST, "since must be a message id")
+    return int(raw)
+
+
+async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+    # Suppressed: the peer may have closed first.
+    with contextlib.suppress(RuntimeError, WebSocketDisconnect, OSError):
+        await websocket.close(code, reason)
+
+
+@router.websocket("/ws/rooms/{name}")
+async def room_socket(websocket: WebSocket, name: str) -> None:
+    services = get_services(websocket)
+    # Accept before refusing: a browser only learns a close code from an open socket.
+    await websocket.accept()
+    try:
+        user, expires_at = await _admit(websocket, services)
+        try:
+            room_id = await services.rooms.id_of(name)
+        except RoomNotFound:
+            raise Refused(CLOSE_UNKNOWN_ROOM, "unknown room") from None
+        since = _since(websocket)
+        if (
+            services.hub.user_connections(user.username)
+            >= services.settings.max_connections_per_user
+        ):
+            raise Refused(CLOSE_POLICY_VIOLATION, "too many connections")
+    except Refused as refused:
+        await _close(websocket, refused.code, refused.reason)
+        return
+    connection = Connection(websocket, name, user.username, services.settings.send_queue_max)
+    await _serve(connection, user, room_id, since, expires_at, services)
+
+
+async def _serve(
+    connection: Connection,
+    user: User,
+    room_id: int,
+    since: int | None,
+    expires_at: float,
+    services: Services,
+) -> None:
+    room, websocket = connection.room, connection.websocket
+    # Join the fan-out first and read history second: whatever is published in
+    # between is queued, and the floor drops what the history already holds.
+    services.hub.add(connection)
+    loop = asyncio.get_running_loop()
+    expiry = loop.call_later(
+        max(0.0, expires_at - time.time()),
+        connection.kick,
+        CLOSE_POLICY_VIOLATION,
+        "token expired",
+    )
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        users = await services.presence.join(room, user.username)
+        if users is not None:
+            await services.announce_presence(room, "join", user.username, users)
+        else:
+            users = await services.presence.users(room)
+        history, truncated = await _history(services, room_id, room, since)
+        connection.floor = history[-1].id if history else (since or 0)
+        welcome = events.welcome_event(room, user.username, users, history, truncated)
+        await websocket.send_text(events.encode(welcome).decode())
+        connection.sender = asyncio.create_task(connection.send_forever())
+        receiver = asyncio.create_task(_receive(connection, user, room_id, services))
+        tasks = [connection.sender, receiver]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        pass  # The peer went away during the welcome.
+    finally:
+        expiry.cancel()
+        services.hub.remove(connection)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        left = await services.presence.leave(room, user.username)
+        if left is not None:
+            await services.announce_presence(room, "leave", user.username, left)
+    if connection.close_code is not None:
+        await _close(websocket, connection.close_code, connection.close_reason)
+
+
+async def _history(
+    services: Services, room_id: int, room: str, since: int | None
+) -> tuple[list[StoredMessage], bool]:
+    async with services.sessions() as session:
+        if since is None:
+            return await messages.history(session, room_id, room), False
+        return await messages.resume(session, room_id, room, since)
+
+
+class _Strikes:
+    """Error frames within a sliding window; too many and the socket is abusive."""
+
+    def __init__(self, limit: int, window_secs: float) -> None:
+        self._limit = limit
+        self._window_secs = window_secs
+        self._times: list[float] = []
+
+    def add(self) -> bool:
+        """Count one; True when the limit is passed."""
+        now = time.monotonic()
+        self._times = [t for t in self._times if now - t < self._window_secs]
+        self._times.append(now)
+        return len(self._times) > self._limit
+
+
+async def _receive(connection: Connection, user: User, room_id: int, services: Services) -> None:
+    settings = services.settings
+    strikes = _Strikes(settings.abuse_max_errors, settings.abuse_window_secs)
+    typing = _TypingThrottle()
+    while True:
+        frame = await connection.websocket.receive()
+        if frame["type"] == "websocket.disconnect":
+            return
+        text = frame.get("text")
+        if text is None:
+            error = events.error_event("invalid_message", "frames must be JSON text")
+        else:
+            error = await _handle(text, connection, user, room_id, services, typing)
+        if error is not None:
+            connection.push((0, events.encode(error).decode()))
+            if strikes.add():
+                connection.kick(CLOSE_POLICY_VIOLATION, "too many bad frames")
+                return
+
+
+class _TypingThrottle:
+    def __init__(self) -> None:
+        self._last = 0.0
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        if now - self._last < TYPING_INTERVAL_SECS:
+            return False
+        self._last = now
+        return True
+
+
+async def _handle(
+    text: str,
+    connection: Connection,
+    user: User,
+    room_id: int,
+    services: Services,
+    typing: _TypingThrottle,
+) -> dict[str, object] | None:
+    """Act on one client frame; the error event to answer with, if any."""
+    try:
+        frame = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return events.error_event("invalid_json", "frame is not valid JSON")
+    if not isinstance(frame, dict):
+        return events.error_event("invalid_message", "frame must be a JSON object")
+    kind = frame.get("type")
+    if kind == "typing":
+        if typing.allow():
+            await services.publish(
+                connection.room, events.typing_event(connection.room, user.username)
+            )
+        return None
+    if kind != "message":
+        return events.error_event("invalid_message", "type must be 'message' or 'typing'")
+    body, nonce = frame.get("body"), frame.get("nonce")
+    if not isinstance(body, str):
+        return events.error_event("invalid_message", "body must be a string")
+    body = body.strip()
+    if not body:
+        return events.error_event("invalid_message", "body is empty")
+    if len(body) > BODY_MAX_CHARS:
+        return events.error_event("too_large", f"body is over {BODY_MAX_CHARS} characters")
+    if nonce is not None and (not isinstance(nonce, str) or not 0 < len(nonce) <= NONCE_MAX_CHARS):
+        return events.error_event(
+            "invalid_message", f"nonce must be a string of 1-{NONCE_MAX_CHARS} characters"
+        )
+    try:
+        services.limiter.hit(user.username_key)
+        message, is_new = await services.writer.store(
+            connection.room, room_id, user.id, user.username, body, nonce
+        )
+    except RateLimited as exc:
+        return events.error_event("rate_limited", str(exc))
+    except StorageUnavailable as exc:
+        return events.error_event("unavailable", str(exc))
+    if not is_new:
+        # A retry of a stored message: acknowledge it again, to the sender only.
+        connection.push((0, events.encode(events.message_event(message)).decode()))
+    return None
+
+
+@router.websocket("/ws/admin")
+async def admin_socket(websocket: WebSocket) -> None:
+    services = get_services(websocket)
+    await websocket.accept()
+    try:
+        user, _expires_at = await _admit(websocket, services)
+        if not user.is_admin:
+            raise Refused(CLOSE_POLICY_VIOLATION, "admins only")
+    except Refused as refused:
+        await _close(websocket, refused.code, refused.reason)
+        return
+    receiver = asyncio.create_task(_drain(websocket))
+    try:
+        while not receiver.done():
+            changed = services.presence_changed
+            stats = events.stats_event(
+                await services.presence.snapshot(),
+                services.hub.connections,
+                services.message_rate.per_sec(),
+            )
+            await websocket.send_text(events.encode(stats).decode())
+            # A send to a closed socket raises, so a gone admin ends the loop.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), ADMIN_REFRESH_SECS)
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        pass
+    finally:
+        receiver.cancel()
+        await asyncio.gather(receiver, return_exceptions=True)
+
+
+async def _drain(websocket: WebSocket) -> None:
+    """Read and ignore what an admin view sends, until it goes away."""
+    while (await websocket.receive())["type"] != "websocket.disconnect":
+        pass

@@ -1,0 +1,232 @@
+"""Real servers on ephemeral ports, and factories for users and rooms."""
+
+import itertools
+import json
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from websockets.sync.client import ClientConnection, connect
+
+from chat.app import create_app
+from chat.cli import uvicorn_options
+from chat.db import migrate
+from chat.logs import log_config
+from chat.settings import Settings
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+PASSWORD = "correct horse battery"
+_names = itertools.count(1)
+
+
+def need(available: bool, what: str) -> None:
+    """Skip without `what` outside CI; in CI a missing part is a failure, never a skip."""
+    if available:
+        return
+    if IN_CI:
+        pytest.fail(f"{what} is required in CI but missing")
+    pytest.skip(f"{what} is not available")
+
+
+def unique(prefix: str = "u") -> str:
+    return f"{prefix}{next(_names)}{secrets.token_hex(2)}"
+
+
+@dataclass
+class Account:
+    id: int
+    username: str
+    password: str
+    token: str
+    is_admin: bool
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@dataclass
+class Server:
+    settings: Settings
+    port: int = 0
+    thread: threading.Thread | None = None
+    uvicorn: uvicorn.Server | None = None
+    admin: Account | None = None
+    _clients: list[httpx.Client] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        migrate(self.settings)
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            create_app(self.settings),
+            log_config=log_config("WARNING"),
+            **uvicorn_options(self.settings),
+        )
+        self.uvicorn = uvicorn.Server(config)
+        self.thread = threading.Thread(
+            target=self.uvicorn.run, kwargs={"sockets": [sock]}, daemon=True
+        )
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.uvicorn.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("server did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        for client in self._clients:
+            client.close()
+        if self.uvicorn is not None and self.thread is not None:
+            self.uvicorn.should_exit = True
+            self.thread.join(15)
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        client = httpx.Client(base_url=self.url, timeout=15, **kwargs)
+        self._clients.append(client)
+        return client
+
+    def register(self, username: str | None = None, password: str = PASSWORD) -> Account:
+        username = username or unique()
+        with httpx.Client(base_url=self.url, timeout=15) as http:
+            r = http.post("/api/auth/register", json={"username": username, "password": password})
+            assert r.status_code == 201, r.text
+            user = r.json()
+            r = http.post("/api/auth/token", data={"username": username, "password": password})
+            assert r.status_code == 200, r.text
+        return Account(user["id"], username, password, r.json()["access_token"], user["is_admin"])
+
+    def create_room(self, account: Account, name: str | None = None) -> str:
+        name = name or unique("room-")
+        with httpx.Client(base_url=self.url, timeout=15) as http:
+            r = http.post("/api/rooms", json={"name": name}, headers=account.headers)
+            assert r.status_code == 201, r.text
+        return name
+
+    def ws(
+        self,
+        path: str,
+        account: Account | None = None,
+        *,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> ClientConnection:
+        """A real WebSocket client; with `account`, it sends the account's bearer token."""
+        all_headers = dict(headers or {})
+        if account is not None:
+            all_headers.setdefault("Authorization", f"Bearer {account.token}")
+        if token is not None:
+            sep = "&" if "?" in path else "?"
+            path = f"{path}{sep}token={token}"
+        return connect(
+            f"{self.ws_url}{path}",
+            additional_headers=all_headers,
+            open_timeout=10,
+            close_timeout=5,
+            max_size=None,
+            **kwargs,
+        )
+
+
+def make_settings(tmp: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "data_dir": tmp,
+        "secret_key": secrets.token_urlsafe(48),
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server for the session; its first account, `server.admin`, is the admin."""
+    srv = Server(make_settings(tmp_path_factory.mktemp("server")))
+    srv.start()
+    srv.admin = srv.register(unique("admin"))
+    assert srv.admin.is_admin
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def make_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Server]]:
+    """Start a server of its own with some settings changed."""
+    started: list[Server] = []
+
+    def start(**overrides: Any) -> Server:
+        srv = Server(make_settings(tmp_path_factory.mktemp("server"), **overrides))
+        srv.start()
+        srv.admin = srv.register(unique("admin"))
+        started.append(srv)
+        return srv
+
+    yield start
+    for srv in started:
+        srv.stop()
+
+
+@pytest.fixture
+def user(server: Server) -> Account:
+    return server.register()
+
+
+@pytest.fixture
+def room(server: Server, user: Account) -> str:
+    return server.create_room(user)
+
+
+def recv(ws: ClientConnection, timeout: float = 5) -> dict[str, Any]:
+    return json.loads(ws.recv(timeout=timeout))
+
+
+def recv_until(
+    ws: ClientConnection, predicate: Callable[[dict[str, Any]], bool], timeout: float = 5
+) -> dict[str, Any]:
+    """The first frame matching `predicate`, skipping others."""
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("no matching frame")
+        frame = recv(ws, remaining)
+        if predicate(frame):
+            return frame
+
+
+def of_type(kind: str, **fields: Any) -> Callable[[dict[str, Any]], bool]:
+    def match(frame: dict[str, Any]) -> bool:
+        return frame.get("type") == kind and all(frame.get(k) == v for k, v in fields.items())
+
+    return match
+
+
+def no_frame(ws: ClientConnection, within: float = 0.5, kind: str | None = None) -> bool:
+    """True when no frame (of `kind`, if given) arrives within `within` seconds."""
+    deadline = time.monotonic() + within
+    while (remaining := deadline - time.monotonic()) > 0:
+        try:
+            frame = recv(ws, remaining)
+        except TimeoutError:
+            return True
+        if kind is None or frame.get("type") == kind:
+            return False
+    return True
