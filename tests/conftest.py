@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,7 @@ class Server:
     settings: Settings
     port: int = 0
     thread: threading.Thread | None = None
-    uvicorn: uvicorn.Server | None = None
+    server: uvicorn.Server | None = None
     admin: Account | None = None
     _clients: list[httpx.Client] = field(default_factory=list)
 
@@ -72,7 +73,10 @@ class Server:
         return f"ws://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        migrate(self.settings)
+        # In a thread of its own: migrations run their own event loop, and the caller
+        # may be inside one (Playwright's sync API keeps one in the main thread).
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(migrate, self.settings).result()
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
@@ -81,13 +85,13 @@ class Server:
             log_config=log_config("WARNING"),
             **uvicorn_options(self.settings),
         )
-        self.uvicorn = uvicorn.Server(config)
+        self.server = uvicorn.Server(config)
         self.thread = threading.Thread(
-            target=self.uvicorn.run, kwargs={"sockets": [sock]}, daemon=True
+            target=self.server.run, kwargs={"sockets": [sock]}, daemon=True
         )
         self.thread.start()
         deadline = time.monotonic() + 15
-        while not self.uvicorn.started:
+        while not self.server.started:
             if time.monotonic() > deadline or not self.thread.is_alive():
                 raise RuntimeError("server did not start")
             time.sleep(0.02)
@@ -95,8 +99,8 @@ class Server:
     def stop(self) -> None:
         for client in self._clients:
             client.close()
-        if self.uvicorn is not None and self.thread is not None:
-            self.uvicorn.should_exit = True
+        if self.server is not None and self.thread is not None:
+            self.server.should_exit = True
             self.thread.join(15)
 
     def client(self, **kwargs: Any) -> httpx.Client:
