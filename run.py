@@ -22,7 +22,7 @@ LOCKS = {"serve": "requirements.lock", "test": "requirements-test.lock"}
 
 
 def ensure_env(lock: str) -> None:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 (run.py itself may meet an older Python)
         sys.exit("chat needs Python 3.11 or newer")
     if not (BIN / "python").exists():
         print("creating .venv", flush=True)

@@ -5,6 +5,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chat import pages, ws
@@ -85,8 +86,11 @@ class BodyLimit:
             await _too_large(send)
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyTooLarge(HTTPException):
+    # An HTTPException, so that FastAPI's body parsing passes it on as a 413 instead of
+    # turning it into "400 error parsing the body" (chunked bodies have no Content-Length).
+    def __init__(self) -> None:
+        super().__init__(413, "Request body too large")
 
 
 async def _too_large(send: Send) -> None:

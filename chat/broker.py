@@ -1,20 +1,33 @@
 """Fan-out between server processes, behind one small interface chosen by URL.
 
-`memory://` hands every published event straight to this process's handler;
-a networked backend delivers it to every process subscribed to the broker.
+Every backend hands a published event to this process's own handler at once, so
+local sockets never wait for (or depend on) the network; a networked backend also
+carries it to every other process.
 """
 
+import asyncio
+import logging
+import uuid
 from collections.abc import Callable
 from typing import Protocol
 from urllib.parse import urlsplit
 
 from chat.settings import SettingsError
 
+log = logging.getLogger(__name__)
+
 Handler = Callable[[str, bytes], None]
+# Called whenever the broker has (re)connected, since events may have been missed.
+OnReconnect = Callable[[], None]
+
+REDIS_PREFIX = "chat:"
+REDIS_TIMEOUT_SECS = 2.0
+RECONNECT_MIN_SECS = 0.1
+RECONNECT_MAX_SECS = 5.0
 
 
 class Broker(Protocol):
-    async def connect(self, handler: Handler) -> None:
+    async def connect(self, handler: Handler, on_reconnect: OnReconnect) -> None:
         """Start delivering every published (channel, payload) to `handler`."""
 
     async def disconnect(self) -> None: ...
@@ -30,7 +43,7 @@ class MemoryBroker:
     def __init__(self) -> None:
         self._handler: Handler | None = None
 
-    async def connect(self, handler: Handler) -> None:
+    async def connect(self, handler: Handler, on_reconnect: OnReconnect) -> None:
         self._handler = handler
 
     async def disconnect(self) -> None:
@@ -44,8 +57,113 @@ class MemoryBroker:
         return True
 
 
+class RedisBroker:
+    """Many processes: one pattern subscription per process, not per socket.
+
+    Pub/sub is at-most-once: the database stays the truth, and after a reconnect
+    `on_reconnect` lets the process catch its rooms up from it.
+    """
+
+    def __init__(self, url: str) -> None:
+        import redis.asyncio as redis
+
+        self._redis = redis.from_url(
+            url, socket_timeout=REDIS_TIMEOUT_SECS, socket_connect_timeout=REDIS_TIMEOUT_SECS
+        )
+        # Marks this process's own events, which it delivered locally already.
+        self._node = uuid.uuid4().hex.encode()
+        self._handler: Handler | None = None
+        self._on_reconnect: OnReconnect | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+
+    @property
+    def client(self) -> object:
+        return self._redis
+
+    async def connect(self, handler: Handler, on_reconnect: OnReconnect) -> None:
+        from redis.exceptions import RedisError
+
+        self._handler, self._on_reconnect = handler, on_reconnect
+        try:
+            await self._redis.ping()
+        except (RedisError, OSError) as exc:
+            raise SettingsError(f"cannot reach the broker at CHAT_BROKER_URL: {exc}") from None
+        self._listener = asyncio.create_task(self._listen(), name="redis-listener")
+        async with asyncio.timeout(REDIS_TIMEOUT_SECS * 2):
+            await self._subscribed.wait()
+
+    async def disconnect(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            await asyncio.gather(self._listener, return_exceptions=True)
+        await self._redis.aclose()
+
+    async def publish(self, channel: str, payload: bytes) -> None:
+        from redis.exceptions import RedisError
+
+        assert self._handler is not None
+        self._handler(channel, payload)
+        if not self._subscribed.is_set():
+            return  # Down: the others catch up from the database when it is back.
+        try:
+            await self._redis.publish(REDIS_PREFIX + channel, self._node + b"|" + payload)
+        except (RedisError, OSError) as exc:
+            log.warning("broker publish failed: %s", exc)
+            self._subscribed.clear()
+
+    async def is_healthy(self) -> bool:
+        from redis.exceptions import RedisError
+
+        if not self._subscribed.is_set():
+            return False
+        try:
+            return bool(await self._redis.ping())
+        except (RedisError, OSError):
+            return False
+
+    async def _listen(self) -> None:
+        from redis.exceptions import RedisError
+
+        delay = RECONNECT_MIN_SECS
+        first = True
+        while True:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.psubscribe(REDIS_PREFIX + "*")
+                self._subscribed.set()
+                if not first:
+                    log.warning("broker reconnected")
+                    assert self._on_reconnect is not None
+                    self._on_reconnect()
+                first, delay = False, RECONNECT_MIN_SECS
+                while True:
+                    message = await pubsub.get_message(timeout=None)
+                    if message is not None and message["type"] == "pmessage":
+                        self._receive(message["channel"], message["data"])
+            except (RedisError, OSError) as exc:
+                if self._subscribed.is_set():
+                    log.warning("broker connection lost: %s", exc)
+                self._subscribed.clear()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX_SECS)
+            finally:
+                await pubsub.aclose()
+
+    def _receive(self, channel: bytes, data: bytes) -> None:
+        node, _, payload = data.partition(b"|")
+        if node == self._node:
+            return
+        assert self._handler is not None
+        self._handler(channel.decode().removeprefix(REDIS_PREFIX), payload)
+
+
 def create_broker(url: str) -> Broker:
     scheme = urlsplit(url).scheme
     if scheme == "memory":
         return MemoryBroker()
-    raise SettingsError(f"CHAT_BROKER_URL has an unsupported scheme: {url!r} (use memory://)")
+    if scheme in ("redis", "rediss"):
+        return RedisBroker(url)
+    raise SettingsError(
+        f"CHAT_BROKER_URL has an unsupported scheme: {url!r} (use memory:// or redis://)"
+    )

@@ -32,7 +32,8 @@ def _settings() -> Settings:
 def _migrate(settings: Settings) -> None:
     try:
         migrate(settings)
-    except (SQLAlchemyError, OSError) as exc:
+    except (SQLAlchemyError, OSError, ImportError) as exc:
+        # ImportError: the URL names a database whose driver is not installed.
         reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
         raise CommandError(f"cannot migrate the database: {reason}") from None
 

@@ -1,10 +1,11 @@
 """The database engine, its sessions, and schema migrations."""
 
+import sqlite3
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import event, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -53,4 +54,21 @@ def migrate(settings: Settings) -> None:
     """Bring the database schema to the newest migration (blocking; call before serving)."""
     if settings.is_sqlite:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        _check_sqlite_file(settings.async_database_url)
     command.upgrade(alembic_config(settings), "head")
+
+
+def _check_sqlite_file(url: str) -> None:
+    """Open the SQLite file once without aiosqlite, raising OSError if that cannot work.
+
+    When aiosqlite fails to open a file, its worker thread outlives the event loop of
+    the migration and prints a traceback; this reports the failure as one clear error.
+    """
+    parsed = make_url(url)
+    path = parsed.database
+    if not path or path == ":memory:" or parsed.query.get("uri"):
+        return
+    try:
+        sqlite3.connect(path).close()
+    except sqlite3.Error as exc:
+        raise OSError(f"{exc}: {path}") from None

@@ -57,6 +57,8 @@ class Connection:
             self.sender.cancel()
 
     async def send_forever(self) -> None:
+        if self.close_code is not None:
+            return  # Kicked before sending began (during the welcome): nothing to cancel then.
         queue, send = self.queue, self.websocket.send_text
         while True:
             message_id, text = await queue.get()

@@ -5,6 +5,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cache
 
 from jose import JWTError, jwt
 from passlib.context import CryptContext
@@ -13,9 +14,13 @@ JWT_ALGORITHM = "HS256"
 CSRF_TOKEN_BYTES = 32
 
 _passwords = CryptContext(schemes=["argon2"], deprecated="auto")
-# Verified when the username is unknown, so that a miss costs as much as a
-# wrong password and response times do not reveal which accounts exist.
-_DUMMY_HASH = _passwords.hash(secrets.token_urlsafe(16))
+
+
+@cache
+def _dummy_hash() -> str:
+    """Verified when the username is unknown, so that a miss costs as much as a
+    wrong password and response times do not reveal which accounts exist."""
+    return _passwords.hash(secrets.token_urlsafe(16))
 
 
 class InvalidToken(Exception):
@@ -36,7 +41,7 @@ async def hash_password(password: str) -> str:
 
 async def verify_password(password: str, password_hash: str | None) -> bool:
     if password_hash is None:
-        await asyncio.to_thread(_passwords.verify, password, _DUMMY_HASH)
+        await asyncio.to_thread(_passwords.verify, password, _dummy_hash())
         return False
     return await asyncio.to_thread(_passwords.verify, password, password_hash)
 

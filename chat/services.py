@@ -63,7 +63,7 @@ class Services:
 
     async def start(self) -> None:
         # Listen to the broker before anything can be published.
-        await self.broker.connect(self.hub.deliver)
+        await self.broker.connect(self.hub.deliver, self._caught_up_later)
         self.writer.start()
 
     async def stop(self) -> None:
@@ -72,6 +72,9 @@ class Services:
         await self.writer.stop()
         await self.broker.disconnect()
         await self.engine.dispose()
+
+    def _caught_up_later(self) -> None:
+        log.info("broker reconnected; clients catch up with since")
 
     async def _publish_messages(self, messages: list[StoredMessage]) -> None:
         """Announce stored messages to their rooms; called only after their commit."""

@@ -4,9 +4,10 @@ import os
 import secrets
 from functools import cached_property
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SECRET_KEY_FILE = "secret_key"
 MIN_SECRET_KEY_CHARS = 32
@@ -27,7 +28,8 @@ class Settings(BaseSettings):
     broker_url: str = "memory://"
     secret_key: str = ""
     token_ttl_minutes: int = Field(60, ge=1, le=60 * 24 * 30)
-    allowed_origins: list[str] = []
+    # NoDecode: the variable is comma-separated, not JSON; `_split_origins` parses it.
+    allowed_origins: Annotated[list[str], NoDecode] = []
 
     # Every user gets a bucket of `rate_burst` messages refilled at
     # `rate_per_sec`, shared by all of their sockets and the REST post.

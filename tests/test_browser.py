@@ -191,8 +191,6 @@ def test_reconnects_and_catches_up(make_server: Callable[..., Server], browser: 
             )
         expect(person.page.locator("#status")).to_have_text("live")
         stored = http.get(f"/api/rooms/{room}/messages", params={"limit": 200}).json()["messages"]
-        expect(person.page.locator("#messages li .body")).to_have_text(
-            [m["body"] for m in stored]
-        )
+        expect(person.page.locator("#messages li .body")).to_have_text([m["body"] for m in stored])
     finally:
         person.context.close()

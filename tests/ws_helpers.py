@@ -1,15 +1,24 @@
 """Helpers for the WebSocket and admin tests: frames, close codes, REST seeding, forged tokens."""
 
 import base64
+import contextlib
 import json
+import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
 import httpx
+from jose import jwt
+from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Close, Opcode
+from websockets.frames import Frame as WireFrame
 from websockets.sync.client import ClientConnection
+from websockets.uri import parse_uri
 
 from chat.security import create_access_token
 from tests.conftest import Account, Server, recv
@@ -28,15 +37,15 @@ def welcome(ws: ClientConnection, timeout: float = 5) -> Frame:
     return frame
 
 
-def close_code(ws: ClientConnection, timeout: float = 5) -> int:
-    """The code of the close frame the server sends, skipping any frames before it."""
+def closed_with(ws: ClientConnection, timeout: float = 5) -> Close:
+    """The close frame the server sends, skipping any frames before it."""
     deadline = time.monotonic() + timeout
     try:
         while (remaining := deadline - time.monotonic()) > 0:
             ws.recv(timeout=remaining)
     except ConnectionClosed as closed:
         assert closed.rcvd is not None, "connection dropped without a close frame"
-        return closed.rcvd.code
+        return closed.rcvd
     raise AssertionError("the server did not close the connection")
 
 
@@ -68,15 +77,53 @@ def post(
     return http.post(f"/api/rooms/{room}/messages", json=payload, headers=account.headers)
 
 
-def seed(server: Server, account: Account, room: str, count: int) -> list[Frame]:
-    """Post `count` messages over REST (the server's rate limit must allow it); oldest first."""
-    stored = []
-    with httpx.Client(base_url=server.url, timeout=15) as http:
-        for i in range(count):
-            r = post(http, account, room, f"seed {i}")
-            assert r.status_code == 201, r.text
-            stored.append(r.json())
-    return stored
+def seed(server: Server, account: Account, room: str, count: int, workers: int = 8) -> list[Frame]:
+    """Post `count` messages over REST from a few threads (the server's rate limit must
+    allow it), so that the server can store them in grouped commits; sorted by id."""
+
+    def post_some(start: int) -> list[Frame]:
+        stored = []
+        with httpx.Client(base_url=server.url, timeout=15) as http:
+            for i in range(start, count, workers):
+                r = post(http, account, room, f"seed {i}")
+                assert r.status_code == 201, r.text
+                stored.append(r.json())
+        return stored
+
+    with ThreadPoolExecutor(workers) as pool:
+        batches = list(pool.map(post_some, range(workers)))
+    return sorted((m for batch in batches for m in batch), key=lambda m: m["id"])
+
+
+@contextlib.contextmanager
+def busy(server: Server, account: Account, room: str, threads: int = 1) -> Iterator[list[int]]:
+    """Keep posting to `room` from `threads` threads while inside; yields the list of ids
+    posted, complete once the block is left."""
+    stop = threading.Event()
+    posted: list[int] = []
+    failures: list[str] = []
+
+    def keep_posting() -> None:
+        with httpx.Client(base_url=server.url, timeout=15) as http:
+            while not stop.is_set():
+                r = post(http, account, room, "busy")
+                if r.status_code != 201:
+                    failures.append(r.text)
+                    return
+                posted.append(r.json()["id"])
+
+    posters = [threading.Thread(target=keep_posting, daemon=True) for _ in range(threads)]
+    for poster in posters:
+        poster.start()
+    try:
+        yield posted
+    finally:
+        stop.set()
+        for poster in posters:
+            poster.join(15)
+    assert not failures, failures
+    assert not any(poster.is_alive() for poster in posters)
+    posted.sort()
 
 
 def history(server: Server, account: Account, room: str, **params: Any) -> list[Frame]:
@@ -89,6 +136,11 @@ def history(server: Server, account: Account, room: str, **params: Any) -> list[
 def token_for(server: Server, account: Account, ttl: timedelta, key: str | None = None) -> str:
     """A token for `account` with its own lifetime, signed with the server's key or `key`."""
     return create_access_token(account.id, key or server.settings.signing_key(), ttl)
+
+
+def signed(key: str, **claims: Any) -> str:
+    """An HS256 token with exactly these claims."""
+    return jwt.encode(claims, key, algorithm="HS256")
 
 
 def b64url(data: bytes) -> str:
@@ -117,3 +169,45 @@ def with_bad_signature(token: str) -> str:
     i = len(signature) // 2
     flipped = "A" if signature[i] != "A" else "B"
     return f"{header}.{payload}.{signature[:i]}{flipped}{signature[i + 1 :]}"
+
+
+class StalledClient:
+    """A WebSocket client that reads nothing from its socket until asked to, with a tiny
+    receive buffer, so that the server's sends back up quickly."""
+
+    def __init__(self, server: Server, path: str, account: Account) -> None:
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.sock.connect(("127.0.0.1", server.port))
+        self.protocol = ClientProtocol(parse_uri(f"{server.ws_url}{path}"), max_size=None)
+        request = self.protocol.connect()
+        request.headers["Authorization"] = f"Bearer {account.token}"
+        self.protocol.send_request(request)
+        self.sock.sendall(b"".join(self.protocol.data_to_send()))
+
+    def read_until_closed(self, timeout: float = 10) -> tuple[list[Frame], int | None]:
+        """Read everything now: the JSON frames received, and the close code sent, if any."""
+        frames: list[Frame] = []
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            self.sock.settimeout(remaining)
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                break
+            if data:
+                self.protocol.receive_data(data)
+            else:
+                self.protocol.receive_eof()
+            for event in self.protocol.events_received():
+                if isinstance(event, WireFrame) and event.opcode is Opcode.TEXT:
+                    frames.append(json.loads(event.data))
+                elif isinstance(event, WireFrame) and event.opcode is Opcode.CLOSE:
+                    assert self.protocol.close_rcvd is not None
+                    return frames, self.protocol.close_rcvd.code
+            if not data:
+                break
+        return frames, None
+
+    def close(self) -> None:
+        self.sock.close()

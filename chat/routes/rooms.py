@@ -14,6 +14,8 @@ from chat.services import Services
 router = APIRouter(prefix="/api/rooms", tags=["rooms"])
 
 NOT_FOUND = {404: {"description": "No such room"}}
+# Ids are 64-bit integers in the database; a larger cursor would overflow the driver.
+MAX_MESSAGE_ID = 2**63 - 1
 
 
 async def _room_id(services: Services, name: str) -> int:
@@ -47,8 +49,8 @@ async def list_messages(
     _user: CurrentUser,
     services: ServicesDep,
     session: SessionDep,
-    before: Annotated[int | None, Query(ge=1)] = None,
-    after: Annotated[int | None, Query(ge=0)] = None,
+    before: Annotated[int | None, Query(ge=1, le=MAX_MESSAGE_ID)] = None,
+    after: Annotated[int | None, Query(ge=0, le=MAX_MESSAGE_ID)] = None,
     limit: Annotated[int, Query(ge=1, le=HISTORY_MAX_LIMIT)] = HISTORY_DEFAULT_LIMIT,
 ) -> MessagesOut:
     room_id = await _room_id(services, name)
