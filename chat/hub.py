@@ -7,11 +7,17 @@ awaited there. A socket whose queue overflows is dropped (it can resume with
 """
 
 import asyncio
+import logging
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import orjson
 from starlette.websockets import WebSocket
+
+from chat import events
+from chat.messages import StoredMessage
+
+log = logging.getLogger(__name__)
 
 # Close code for a socket that could not keep up with its room.
 CLOSE_TOO_SLOW = 1013
@@ -67,44 +73,155 @@ class Connection:
             await send(text)
 
 
-class Hub:
+Fetch = Callable[[str, int], Awaitable[list[StoredMessage]]]
+# Gap fills that find nothing before the room skips ahead rather than stalling.
+FILL_ATTEMPTS = 20
+FILL_RETRY_SECS = 0.05
+
+
+class RoomFeed:
+    """A room's local sockets, and where its message stream stands.
+
+    Messages reach a process in `seq` order from itself but not from others, and
+    pub/sub may drop some. The feed passes them on strictly in order, without gaps:
+    one that arrives early is held while the missing ones are read from the database
+    (committed already, as their seq is lower), so a client that has seen N has seen
+    everything up to N and may resume with `since=N`.
+    """
+
+    __slots__ = ("filling", "held", "last", "members")
+
     def __init__(self) -> None:
-        self._rooms: dict[str, set[Connection]] = {}
+        self.members: set[Connection] = set()
+        # The newest seq passed on; None until the first socket's welcome sets it.
+        self.last: int | None = None
+        self.held: dict[int, Frame] = {}
+        self.filling = False
+
+    def fan_out(self, frame: Frame, skip_user: str | None = None) -> None:
+        for connection in tuple(self.members):
+            if connection.user != skip_user:
+                connection.push(frame)
+
+
+class Hub:
+    def __init__(self, fetch: Fetch) -> None:
+        self._fetch = fetch
+        self._rooms: dict[str, RoomFeed] = {}
         self._per_user: Counter[str] = Counter()
+        self._tasks: set[asyncio.Task[None]] = set()
         self.connections = 0
 
     def add(self, connection: Connection) -> None:
-        self._rooms.setdefault(connection.room, set()).add(connection)
+        self._rooms.setdefault(connection.room, RoomFeed()).members.add(connection)
         self._per_user[connection.user] += 1
         self.connections += 1
 
+    def start_feed(self, room: str, last: int) -> None:
+        """Begin the room's stream after `last`, the newest seq a joining socket has read."""
+        feed = self._rooms.get(room)
+        if feed is not None and feed.last is None:
+            feed.last = last
+            for seq in [seq for seq in feed.held if seq <= last]:
+                del feed.held[seq]
+            self._pass_on(room, feed)
+
     def remove(self, connection: Connection) -> None:
-        members = self._rooms.get(connection.room)
-        if members is None or connection not in members:
+        feed = self._rooms.get(connection.room)
+        if feed is None or connection not in feed.members:
             return
-        members.discard(connection)
+        feed.members.discard(connection)
         self.connections -= 1
         self._per_user[connection.user] -= 1
         if not self._per_user[connection.user]:
             del self._per_user[connection.user]
-        if not members:
+        if not feed.members:
             del self._rooms[connection.room]
 
     def user_connections(self, user: str) -> int:
         return self._per_user[user]
 
     def all(self) -> Iterator[Connection]:
-        for members in self._rooms.values():
-            yield from members
+        for feed in self._rooms.values():
+            yield from feed.members
 
     def deliver(self, channel: str, payload: bytes) -> None:
         """Hand an event published on `room:NAME` to every local socket of that room."""
-        members = self._rooms.get(channel.removeprefix("room:"))
-        if not members:
+        room = channel.removeprefix("room:")
+        feed = self._rooms.get(room)
+        if feed is None:
             return
         event = orjson.loads(payload)
-        frame: Frame = (event["id"] if event["type"] == "message" else 0, payload.decode())
-        skip = event["user"] if event["type"] == "typing" else None
-        for connection in tuple(members):
-            if connection.user != skip:
-                connection.push(frame)
+        kind = event["type"]
+        if kind != "message":
+            feed.fan_out((0, payload.decode()), event["user"] if kind == "typing" else None)
+            return
+        seq = event["id"]
+        if feed.last is not None and seq == feed.last + 1 and not feed.held:
+            feed.last = seq
+            feed.fan_out((seq, payload.decode()))
+            return
+        if feed.last is not None and seq <= feed.last:
+            return  # Passed on already, read from the database during a gap.
+        feed.held[seq] = (seq, payload.decode())
+        self._pass_on(room, feed)
+
+    def catch_up(self) -> None:
+        """After events may have been lost (broker reconnect): read every room up to date."""
+        for room, feed in self._rooms.items():
+            if feed.last is not None:
+                self._fill(room, feed, to_latest=True)
+
+    def _pass_on(self, room: str, feed: RoomFeed) -> None:
+        """Pass on held messages that are next in line; fill a gap from the database."""
+        if feed.last is None or feed.filling:
+            return
+        while feed.last + 1 in feed.held:
+            feed.last += 1
+            feed.fan_out(feed.held.pop(feed.last))
+        if feed.held:
+            self._fill(room, feed, to_latest=False)
+
+    def _fill(self, room: str, feed: RoomFeed, *, to_latest: bool) -> None:
+        if feed.filling:
+            return
+        feed.filling = True
+        task = asyncio.create_task(self._read_gap(room, feed, to_latest))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _read_gap(self, room: str, feed: RoomFeed, to_latest: bool) -> None:
+        attempts = 0
+        try:
+            while feed.last is not None and self._rooms.get(room) is feed:
+                if not feed.held and not to_latest:
+                    return
+                try:
+                    missing = await self._fetch(room, feed.last)
+                except Exception as exc:  # The database may be briefly away; retry.
+                    log.warning("reading missed messages of %s failed: %s", room, exc)
+                    missing = []
+                for message in missing:
+                    if message.id != feed.last + 1:
+                        break
+                    feed.last = message.id
+                    feed.held.pop(message.id, None)
+                    feed.fan_out(
+                        (message.id, events.encode(events.message_event(message)).decode())
+                    )
+                while feed.last + 1 in feed.held:
+                    feed.last += 1
+                    feed.fan_out(feed.held.pop(feed.last))
+                if not missing:
+                    if not feed.held:
+                        return
+                    attempts += 1
+                    if attempts >= FILL_ATTEMPTS:
+                        # Should not happen: a held seq implies its predecessors are
+                        # committed. Skip ahead rather than stall the room.
+                        log.error("messages before %d of %s not found", min(feed.held), room)
+                        feed.last = min(feed.held) - 1
+                    else:
+                        await asyncio.sleep(FILL_RETRY_SECS)
+        finally:
+            feed.filling = False

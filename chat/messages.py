@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chat.errors import StorageUnavailable
-from chat.models import Message, User, utcnow
+from chat.models import Message, Room, User, utcnow
 
 BODY_MAX_CHARS = 4000
 NONCE_MAX_CHARS = 64
@@ -61,21 +61,25 @@ async def history(
     """Up to `limit` messages, oldest first: the newest ones, or those just before
     `before`, or those just after `after`."""
     query = (
-        select(Message.id, User.username, Message.body, Message.ts, Message.nonce)
+        select(Message.seq, User.username, Message.body, Message.ts, Message.nonce)
         .join(User, User.id == Message.user_id)
         .where(Message.room_id == room_id)
     )
     if before is not None:
-        query = query.where(Message.id < before)
+        query = query.where(Message.seq < before)
     if after is not None:
-        query = query.where(Message.id > after).order_by(Message.id).limit(limit)
+        query = query.where(Message.seq > after).order_by(Message.seq).limit(limit)
     else:
-        query = query.order_by(Message.id.desc()).limit(limit)
+        query = query.order_by(Message.seq.desc()).limit(limit)
     rows = (await session.execute(query)).all()
-    messages = [StoredMessage(r.id, room, r.username, r.body, r.ts, r.nonce) for r in rows]
+    messages = [StoredMessage(r.seq, room, r.username, r.body, r.ts, r.nonce) for r in rows]
     if after is None:
         messages.reverse()
     return messages
+
+
+async def latest_seq(session: AsyncSession, room_id: int) -> int:
+    return await session.scalar(select(Room.last_seq).where(Room.id == room_id)) or 0
 
 
 async def resume(
@@ -105,6 +109,9 @@ class _Pending:
     def key(self) -> tuple[int, int, str] | None:
         return None if self.nonce is None else (self.room_id, self.user_id, self.nonce)
 
+
+# Marks a nonce taken earlier in the same batch, until its message has its seq.
+_PLACEHOLDER = StoredMessage(0, "", "", "", utcnow(), None)
 
 OnStored = Callable[[list[StoredMessage]], Awaitable[None]]
 
@@ -184,42 +191,74 @@ class MessageWriter:
                 log.exception("publishing stored messages failed")
 
     async def _commit(self, batch: list[_Pending]) -> list[StoredMessage]:
-        """Insert the batch in one transaction, resolving repeated nonces to the stored message."""
-        keys = {p.key for p in batch if p.key is not None}
+        """Store the batch in one transaction; a repeated nonce resolves to the stored message."""
+        inserted: dict[int, StoredMessage] = {}  # id(pending) -> its new message
+        by_nonce: dict[tuple[int, int, str], StoredMessage] = {}
         async with self._sessions() as session:
-            existing: dict[tuple[int, int, str], Message] = {}
-            if keys:
-                rows = await session.scalars(
-                    select(Message).where(
-                        tuple_(Message.room_id, Message.user_id, Message.nonce).in_(list(keys))
-                    )
-                )
-                existing = {(m.room_id, m.user_id, m.nonce): m for m in rows}  # type: ignore[misc]
-            rows_for: list[tuple[_Pending, Message, bool]] = []
+            by_nonce.update(await self._already_stored(session, batch))
+            new_by_room: dict[int, list[_Pending]] = {}
             for pending in batch:
                 key = pending.key
-                row = existing.get(key) if key is not None else None
-                is_new = row is None
-                if row is None:
-                    row = Message(
-                        room_id=pending.room_id,
-                        user_id=pending.user_id,
-                        body=pending.body,
-                        nonce=pending.nonce,
-                        ts=pending.ts,
+                if key is not None:
+                    if key in by_nonce:
+                        continue
+                    by_nonce[key] = _PLACEHOLDER
+                new_by_room.setdefault(pending.room_id, []).append(pending)
+            rows: list[dict[str, Any]] = []
+            # Rooms in id order, so that two processes lock them in the same order.
+            for room_id in sorted(new_by_room):
+                pendings = new_by_room[room_id]
+                last = await session.scalar(
+                    update(Room)
+                    .where(Room.id == room_id)
+                    .values(last_seq=Room.last_seq + len(pendings))
+                    .returning(Room.last_seq)
+                )
+                assert last is not None
+                for seq, p in enumerate(pendings, start=last - len(pendings) + 1):
+                    rows.append(
+                        {
+                            "room_id": room_id,
+                            "seq": seq,
+                            "user_id": p.user_id,
+                            "body": p.body,
+                            "nonce": p.nonce,
+                            "ts": p.ts,
+                        }
                     )
-                    session.add(row)
-                    if key is not None:
-                        existing[key] = row
-                rows_for.append((pending, row, is_new))
+                    message = StoredMessage(seq, p.room, p.username, p.body, p.ts, p.nonce)
+                    inserted[id(p)] = message
+                    if p.key is not None:
+                        by_nonce[p.key] = message
+            if rows:
+                await session.execute(insert(Message), rows)
             await session.commit()
-        created: list[StoredMessage] = []
-        for pending, row, is_new in rows_for:
-            message = StoredMessage(
-                row.id, pending.room, pending.username, row.body, row.ts, row.nonce
+        # Only now, after the commit, is any message acknowledged.
+        for pending in batch:
+            if pending.future.done():
+                continue
+            if id(pending) in inserted:
+                pending.future.set_result((inserted[id(pending)], True))
+            else:
+                assert pending.key is not None
+                pending.future.set_result((by_nonce[pending.key], False))
+        return sorted(inserted.values(), key=lambda m: (m.room, m.id))
+
+    async def _already_stored(
+        self, session: AsyncSession, batch: list[_Pending]
+    ) -> dict[tuple[int, int, str], StoredMessage]:
+        keys = {p.key for p in batch if p.key is not None}
+        if not keys:
+            return {}
+        rooms = {p.room_id: p.room for p in batch}
+        rows = await session.execute(
+            select(Message, User.username)
+            .join(User, User.id == Message.user_id)
+            .where(tuple_(Message.room_id, Message.user_id, Message.nonce).in_(list(keys)))
+        )
+        return {
+            (m.room_id, m.user_id, m.nonce): StoredMessage(
+                m.seq, rooms[m.room_id], username, m.body, m.ts, m.nonce
             )
-            if is_new:
-                created.append(message)
-            if not pending.future.done():
-                pending.future.set_result((message, is_new))
-        return created
+            for m, username in rows
+        }

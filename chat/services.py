@@ -8,7 +8,7 @@ from datetime import timedelta
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from chat import events
+from chat import events, messages
 from chat.broker import Broker, create_broker
 from chat.db import create_engine, session_factory
 from chat.hub import Hub
@@ -32,7 +32,7 @@ class Services:
     sessions: async_sessionmaker[AsyncSession]
     broker: Broker
     rooms: RoomDirectory
-    hub: Hub = field(default_factory=Hub)
+    hub: Hub = field(init=False)
     presence: Presence = field(default_factory=Presence)
     message_rate: MessageRate = field(default_factory=MessageRate)
     limiter: RateLimiter = field(init=False)
@@ -43,6 +43,7 @@ class Services:
     def __post_init__(self) -> None:
         self.limiter = RateLimiter(self.settings.rate_burst, self.settings.rate_per_sec)
         self.writer = MessageWriter(self.sessions, self._publish_messages)
+        self.hub = Hub(self._messages_after)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Services":
@@ -63,7 +64,7 @@ class Services:
 
     async def start(self) -> None:
         # Listen to the broker before anything can be published.
-        await self.broker.connect(self.hub.deliver, self._caught_up_later)
+        await self.broker.connect(self.hub.deliver, self.hub.catch_up)
         self.writer.start()
 
     async def stop(self) -> None:
@@ -73,8 +74,12 @@ class Services:
         await self.broker.disconnect()
         await self.engine.dispose()
 
-    def _caught_up_later(self) -> None:
-        log.info("broker reconnected; clients catch up with since")
+    async def _messages_after(self, room: str, after: int) -> list[StoredMessage]:
+        room_id = await self.rooms.id_of(room)
+        async with self.sessions() as session:
+            return await messages.history(
+                session, room_id, room, after=after, limit=messages.RESUME_MAX_MESSAGES
+            )
 
     async def _publish_messages(self, messages: list[StoredMessage]) -> None:
         """Announce stored messages to their rooms; called only after their commit."""

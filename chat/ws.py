@@ -140,8 +140,9 @@ async def _serve(
             await services.announce_presence(room, "join", user.username, users)
         else:
             users = await services.presence.users(room)
-        history, truncated = await _history(services, room_id, room, since)
-        connection.floor = history[-1].id if history else (since or 0)
+        last_seq, history, truncated = await _history(services, room_id, room, since)
+        connection.floor = history[-1].id if history else min(since or 0, last_seq)
+        services.hub.start_feed(room, last_seq)
         welcome = events.welcome_event(room, user.username, users, history, truncated)
         await websocket.send_text(events.encode(welcome).decode())
         connection.sender = asyncio.create_task(connection.send_forever())
@@ -165,11 +166,13 @@ async def _serve(
 
 async def _history(
     services: Services, room_id: int, room: str, since: int | None
-) -> tuple[list[StoredMessage], bool]:
+) -> tuple[int, list[StoredMessage], bool]:
+    """The room's newest seq, read first, then the welcome's history."""
     async with services.sessions() as session:
+        last_seq = await messages.latest_seq(session, room_id)
         if since is None:
-            return await messages.history(session, room_id, room), False
-        return await messages.resume(session, room_id, room, since)
+            return last_seq, await messages.history(session, room_id, room), False
+        return last_seq, *await messages.resume(session, room_id, room, since)
 
 
 class _Strikes:

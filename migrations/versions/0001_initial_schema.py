@@ -22,6 +22,7 @@ def upgrade() -> None:
         "rooms",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("name", sa.String(length=64), nullable=False),
+        sa.Column("last_seq", sa.BigInteger(), server_default="0", nullable=False),
         sa.Column(
             "created_at",
             sa.DateTime(timezone=True),
@@ -49,26 +50,24 @@ def upgrade() -> None:
     )
     op.create_table(
         "messages",
-        sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("room_id", sa.Integer(), nullable=False),
+        sa.Column("seq", sa.BigInteger(), autoincrement=False, nullable=False),
         sa.Column("user_id", sa.Integer(), nullable=False),
         sa.Column("body", sa.Text(), nullable=False),
         sa.Column("nonce", sa.String(length=64), nullable=True),
         sa.Column("ts", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["room_id"], ["rooms.id"], ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["user_id"], ["users.id"], ondelete="CASCADE"),
-        sa.PrimaryKeyConstraint("id"),
+        sa.PrimaryKeyConstraint("room_id", "seq"),
     )
-    op.create_index("ix_messages_room_id_id", "messages", ["room_id", "id"])
     op.create_index(
         "uq_messages_room_user_nonce", "messages", ["room_id", "user_id", "nonce"], unique=True
     )
-    op.bulk_insert(rooms, [{"name": "general", "created_at": datetime.now(UTC)}])
+    op.bulk_insert(rooms, [{"name": "general", "last_seq": 0, "created_at": datetime.now(UTC)}])
 
 
 def downgrade() -> None:
     op.drop_index("uq_messages_room_user_nonce", table_name="messages")
-    op.drop_index("ix_messages_room_id_id", table_name="messages")
     op.drop_table("messages")
     op.drop_table("users")
     op.drop_table("rooms")
