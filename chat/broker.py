@@ -158,6 +158,20 @@ class RedisBroker:
         self._handler(channel.decode().removeprefix(REDIS_PREFIX), payload)
 
 
+def check_broker(url: str) -> None:
+    """Raise SettingsError unless the broker at `url` can be used (blocking)."""
+    create_broker(url)
+    if urlsplit(url).scheme.startswith("redis"):
+        import redis
+        from redis.exceptions import RedisError
+
+        try:
+            with redis.Redis.from_url(url, socket_connect_timeout=REDIS_TIMEOUT_SECS) as client:
+                client.ping()
+        except (RedisError, OSError, ValueError) as exc:
+            raise SettingsError(f"cannot reach the broker at CHAT_BROKER_URL: {exc}") from None
+
+
 def create_broker(url: str) -> Broker:
     scheme = urlsplit(url).scheme
     if scheme == "memory":

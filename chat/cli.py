@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from chat import accounts
+from chat.broker import check_broker
 from chat.db import create_engine, migrate, session_factory
 from chat.logs import log_config
 from chat.settings import Settings, SettingsError
@@ -47,6 +48,7 @@ def serve(args: argparse.Namespace) -> None:
             "--workers > 1 needs a shared broker: set CHAT_BROKER_URL=redis://host:port/db"
         )
     settings.signing_key()  # Creates the key once, before workers race for it.
+    check_broker(settings.broker_url)
     _migrate(settings)
     uvicorn.run(
         "chat.app:create_app",

@@ -9,12 +9,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from chat import events, messages
-from chat.broker import Broker, create_broker
+from chat.broker import Broker, RedisBroker, create_broker
 from chat.db import create_engine, session_factory
 from chat.hub import Hub
 from chat.messages import MessageWriter, StoredMessage
 from chat.metrics import MessageRate
-from chat.presence import Presence
+from chat.presence import MemoryPresence, Presence, RedisPresence
 from chat.ratelimit import RateLimiter
 from chat.rooms import RoomDirectory
 from chat.settings import Settings
@@ -31,9 +31,9 @@ class Services:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     broker: Broker
+    presence: Presence
     rooms: RoomDirectory
     hub: Hub = field(init=False)
-    presence: Presence = field(default_factory=Presence)
     message_rate: MessageRate = field(default_factory=MessageRate)
     limiter: RateLimiter = field(init=False)
     writer: MessageWriter = field(init=False)
@@ -49,12 +49,17 @@ class Services:
     def from_settings(cls, settings: Settings) -> "Services":
         engine = create_engine(settings)
         sessions = session_factory(engine)
+        broker = create_broker(settings.broker_url)
+        presence: Presence = MemoryPresence()
+        if isinstance(broker, RedisBroker):
+            presence = RedisPresence(broker.client, settings.presence_ttl_secs)
         return cls(
             settings=settings,
             signing_key=settings.signing_key(),
             engine=engine,
             sessions=sessions,
-            broker=create_broker(settings.broker_url),
+            broker=broker,
+            presence=presence,
             rooms=RoomDirectory(sessions),
         )
 
@@ -65,12 +70,16 @@ class Services:
     async def start(self) -> None:
         # Listen to the broker before anything can be published.
         await self.broker.connect(self.hub.deliver, self.hub.catch_up)
+        await self.presence.start(
+            self._expired, lambda: (self.hub.connections, self.message_rate.per_sec())
+        )
         self.writer.start()
 
     async def stop(self) -> None:
         # By now the server has closed every socket (1012) and let their handlers
         # finish; store what they submitted, then let go of broker and database.
         await self.writer.stop()
+        await self.presence.stop()
         await self.broker.disconnect()
         await self.engine.dispose()
 
@@ -94,6 +103,10 @@ class Services:
         await self.publish(room, events.presence_event(room, event, user, users))
         changed, self.presence_changed = self.presence_changed, asyncio.Event()
         changed.set()
+
+    async def _expired(self, room: str, user: str, users: list[str]) -> None:
+        """A user of a process that died has expired from presence."""
+        await self.announce_presence(room, "leave", user, users)
 
     async def is_healthy(self) -> bool:
         try:

@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     send_queue_max: int = Field(1024, ge=1)
     max_connections_per_user: int = Field(20, ge=1)
 
+    # With Redis: a user of a process that died leaves presence within this time.
+    presence_ttl_secs: float = Field(30.0, ge=1.0)
+    # Database connections per process (PostgreSQL): kept open, and extra under load.
+    db_pool_size: int = Field(10, ge=1)
+    db_max_overflow: int = Field(10, ge=0)
+
     # Behind an HTTPS proxy the session cookie must only travel over TLS.
     cookie_secure: bool = False
 

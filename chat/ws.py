@@ -289,11 +289,8 @@ async def admin_socket(websocket: WebSocket) -> None:
     try:
         while not receiver.done():
             changed = services.presence_changed
-            stats = events.stats_event(
-                await services.presence.snapshot(),
-                services.hub.connections,
-                services.message_rate.per_sec(),
-            )
+            connections, rate = await services.presence.figures()
+            stats = events.stats_event(await services.presence.snapshot(), connections, rate)
             await websocket.send_text(events.encode(stats).decode())
             # A send to a closed socket raises, so a gone admin ends the loop.
             with contextlib.suppress(TimeoutError):
