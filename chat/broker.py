@@ -20,7 +20,6 @@ Handler = Callable[[str, bytes], None]
 # Called whenever the broker has (re)connected, since events may have been missed.
 OnReconnect = Callable[[], None]
 
-REDIS_PREFIX = "chat:"
 REDIS_TIMEOUT_SECS = 2.0
 RECONNECT_MIN_SECS = 0.1
 RECONNECT_MAX_SECS = 5.0
@@ -64,9 +63,10 @@ class RedisBroker:
     `on_reconnect` lets the process catch its rooms up from it.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, namespace: str) -> None:
         import redis.asyncio as redis
 
+        self._prefix = f"{namespace}:"
         self._redis = redis.from_url(
             url, socket_timeout=REDIS_TIMEOUT_SECS, socket_connect_timeout=REDIS_TIMEOUT_SECS
         )
@@ -107,7 +107,7 @@ class RedisBroker:
         if not self._subscribed.is_set():
             return  # Down: the others catch up from the database when it is back.
         try:
-            await self._redis.publish(REDIS_PREFIX + channel, self._node + b"|" + payload)
+            await self._redis.publish(self._prefix + channel, self._node + b"|" + payload)
         except (RedisError, OSError) as exc:
             log.warning("broker publish failed: %s", exc)
             self._subscribed.clear()
@@ -130,7 +130,7 @@ class RedisBroker:
         while True:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.psubscribe(REDIS_PREFIX + "*")
+                await pubsub.psubscribe(self._prefix + "*")
                 self._subscribed.set()
                 if not first:
                     log.warning("broker reconnected")
@@ -155,12 +155,12 @@ class RedisBroker:
         if node == self._node:
             return
         assert self._handler is not None
-        self._handler(channel.decode().removeprefix(REDIS_PREFIX), payload)
+        self._handler(channel.decode().removeprefix(self._prefix), payload)
 
 
 def check_broker(url: str) -> None:
     """Raise SettingsError unless the broker at `url` can be used (blocking)."""
-    create_broker(url)
+    create_broker(url, "check")
     if urlsplit(url).scheme.startswith("redis"):
         import redis
         from redis.exceptions import RedisError
@@ -172,12 +172,12 @@ def check_broker(url: str) -> None:
             raise SettingsError(f"cannot reach the broker at CHAT_BROKER_URL: {exc}") from None
 
 
-def create_broker(url: str) -> Broker:
+def create_broker(url: str, namespace: str) -> Broker:
     scheme = urlsplit(url).scheme
     if scheme == "memory":
         return MemoryBroker()
     if scheme in ("redis", "rediss"):
-        return RedisBroker(url)
+        return RedisBroker(url, namespace)
     raise SettingsError(
         f"CHAT_BROKER_URL has an unsupported scheme: {url!r} (use memory:// or redis://)"
     )

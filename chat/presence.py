@@ -26,10 +26,6 @@ OnExpired = Callable[[str, str, list[str]], Awaitable[None]]
 LocalFigures = Callable[[], tuple[int, float]]
 FIGURES_INTERVAL_SECS = 1.0
 
-ROOMS_KEY = "chat:presence-rooms"
-NODES_KEY = "chat:nodes"
-ROOM_KEY_PREFIX = "chat:presence:"
-
 
 class Presence(Protocol):
     async def start(self, on_expired: OnExpired, local_figures: LocalFigures) -> None: ...
@@ -146,10 +142,10 @@ _SWEEP = (
     "table.insert(expired, '') for _, m in ipairs(live(KEYS[1])) do table.insert(expired, m) end "
     "return expired"
 )
-# KEYS: rooms -> {room, count, members..., room, count, members...}
+# KEYS: rooms; ARGV: room key prefix -> {room, count, members..., room, count, members...}
 _SNAPSHOT = (
     _NOW + _LIVE + "local out = {} for _, room in ipairs(redis.call('SMEMBERS', KEYS[1])) do "
-    "local members = live('" + ROOM_KEY_PREFIX + "' .. room) "
+    "local members = live(ARGV[1] .. room) "
     "table.insert(out, room) table.insert(out, #members) "
     "for _, m in ipairs(members) do table.insert(out, m) end end return out"
 )
@@ -167,8 +163,11 @@ def _decode(value: Any) -> str:
 class RedisPresence:
     """Every process's sockets, shared through Redis, with expiry for dead processes."""
 
-    def __init__(self, redis: Any, ttl_secs: float) -> None:
+    def __init__(self, redis: Any, ttl_secs: float, namespace: str) -> None:
         self._redis = redis
+        self._rooms_key = f"{namespace}:presence-rooms"
+        self._nodes_key = f"{namespace}:nodes"
+        self._room_prefix = f"{namespace}:presence:"
         # A user of a dead process is swept out at most `ttl_secs` after its last
         # refresh: expiry after 3/4 of it, plus up to 1/4 until the next sweep.
         self._ttl_secs = ttl_secs * 0.75
@@ -205,14 +204,14 @@ class RedisPresence:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         with contextlib.suppress(Exception):
-            await self._redis.hdel(NODES_KEY, self._node)
+            await self._redis.hdel(self._nodes_key, self._node)
 
     async def join(self, room: str, user: str) -> list[str] | None:
         if not self._local.add(room, user):
             return None
         try:
             out = await self._scripts["join"](
-                keys=[ROOM_KEY_PREFIX + room, ROOMS_KEY],
+                keys=[self._room_prefix + room, self._rooms_key],
                 args=[self._member(user), user, self._ttl_secs, room],
             )
         except Exception as exc:
@@ -225,7 +224,7 @@ class RedisPresence:
             return None
         try:
             out = await self._scripts["leave"](
-                keys=[ROOM_KEY_PREFIX + room], args=[self._member(user), user]
+                keys=[self._room_prefix + room], args=[self._member(user), user]
             )
         except Exception as exc:
             log.warning("presence leave not shared: %s", exc)
@@ -234,14 +233,14 @@ class RedisPresence:
 
     async def users(self, room: str) -> list[str]:
         try:
-            return _users_of(await self._scripts["users"](keys=[ROOM_KEY_PREFIX + room]))
+            return _users_of(await self._scripts["users"](keys=[self._room_prefix + room]))
         except Exception as exc:
             log.warning("presence read from this process only: %s", exc)
             return self._local.users(room)
 
     async def snapshot(self) -> dict[str, list[str]]:
         try:
-            out = await self._scripts["snapshot"](keys=[ROOMS_KEY])
+            out = await self._scripts["snapshot"](keys=[self._rooms_key], args=[self._room_prefix])
         except Exception as exc:
             log.warning("presence read from this process only: %s", exc)
             return {room: sorted(u) for room, u in sorted(self._local.rooms.items())}
@@ -257,7 +256,7 @@ class RedisPresence:
     async def figures(self) -> tuple[int, float]:
         now = time.time()
         try:
-            nodes = await self._redis.hgetall(NODES_KEY)
+            nodes = await self._redis.hgetall(self._nodes_key)
         except Exception as exc:
             log.warning("figures of this process only: %s", exc)
             return self._local_figures()
@@ -271,7 +270,7 @@ class RedisPresence:
             total_rate += figures["rate"]
         if stale:
             with contextlib.suppress(Exception):
-                await self._redis.hdel(NODES_KEY, *stale)
+                await self._redis.hdel(self._nodes_key, *stale)
         return total_connections, total_rate
 
     async def _report_figures(self) -> None:
@@ -283,7 +282,7 @@ class RedisPresence:
                 "until": time.time() + FIGURES_INTERVAL_SECS * 5,
             }
             try:
-                await self._redis.hset(NODES_KEY, self._node, orjson.dumps(mine))
+                await self._redis.hset(self._nodes_key, self._node, orjson.dumps(mine))
             except Exception as exc:
                 log.warning("figures not shared: %s", exc)
             await asyncio.sleep(FIGURES_INTERVAL_SECS)
@@ -302,18 +301,18 @@ class RedisPresence:
         for room, users in list(self._local.rooms.items()):
             members = [self._member(user) for user in users]
             await self._scripts["refresh"](
-                keys=[ROOM_KEY_PREFIX + room], args=[self._ttl_secs, *members]
+                keys=[self._room_prefix + room], args=[self._ttl_secs, *members]
             )
-            await self._redis.sadd(ROOMS_KEY, room)
+            await self._redis.sadd(self._rooms_key, room)
 
     async def _sweep(self) -> None:
         assert self._on_expired is not None
-        for raw_room in await self._redis.smembers(ROOMS_KEY):
+        for raw_room in await self._redis.smembers(self._rooms_key):
             room = _decode(raw_room)
             out = [
                 _decode(m)
                 for m in await self._scripts["sweep"](
-                    keys=[ROOM_KEY_PREFIX + room, ROOMS_KEY], args=[room]
+                    keys=[self._room_prefix + room, self._rooms_key], args=[room]
                 )
             ]
             split = out.index("")

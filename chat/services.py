@@ -49,10 +49,12 @@ class Services:
     def from_settings(cls, settings: Settings) -> "Services":
         engine = create_engine(settings)
         sessions = session_factory(engine)
-        broker = create_broker(settings.broker_url)
+        broker = create_broker(settings.broker_url, settings.redis_namespace)
         presence: Presence = MemoryPresence()
         if isinstance(broker, RedisBroker):
-            presence = RedisPresence(broker.client, settings.presence_ttl_secs)
+            presence = RedisPresence(
+                broker.client, settings.presence_ttl_secs, settings.redis_namespace
+            )
         return cls(
             settings=settings,
             signing_key=settings.signing_key(),

@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     send_queue_max: int = Field(1024, ge=1)
     max_connections_per_user: int = Field(20, ge=1)
 
+    # Prefix of every Redis key and channel, so that deployments can share one Redis.
+    redis_namespace: str = Field("chat", pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
     # With Redis: a user of a process that died leaves presence within this time.
     presence_ttl_secs: float = Field(30.0, ge=1.0)
     # Database connections per process (PostgreSQL): kept open, and extra under load.

@@ -1,5 +1,6 @@
 """Real servers on ephemeral ports, and factories for users and rooms."""
 
+import asyncio
 import itertools
 import json
 import os
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import uvicorn
@@ -25,6 +27,10 @@ from chat.logs import log_config
 from chat.settings import Settings
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+# `postgresql` runs every server of the suite on a fresh PostgreSQL database.
+TEST_DATABASE = os.environ.get("CHAT_TEST_DATABASE", "sqlite")
+POSTGRES_URL = os.environ.get("CHAT_TEST_POSTGRES_URL", "postgresql://root@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("CHAT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PASSWORD = "correct horse battery"
 _names = itertools.count(1)
 
@@ -102,6 +108,8 @@ class Server:
         if self.server is not None and self.thread is not None:
             self.server.should_exit = True
             self.thread.join(15)
+        if self.settings.database_url.startswith("postgresql://"):
+            drop_postgres_database(self.settings.database_url)
 
     def client(self, **kwargs: Any) -> httpx.Client:
         client = httpx.Client(base_url=self.url, timeout=15, **kwargs)
@@ -151,11 +159,64 @@ class Server:
         )
 
 
+def postgres_available() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def redis_available() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _run_async(coroutine: Any) -> Any:
+    # A thread of its own: the caller may be inside an event loop (Playwright's).
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+def new_postgres_database() -> str:
+    """A fresh, empty PostgreSQL database; its URL."""
+    need(postgres_available(), "PostgreSQL at 127.0.0.1:5432")
+    name = f"chat_test_{secrets.token_hex(6)}"
+
+    async def create() -> None:
+        conn = await asyncpg.connect(POSTGRES_URL)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    _run_async(create())
+    return POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_postgres_database(url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(POSTGRES_URL)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    _run_async(drop())
+
+
 def make_settings(tmp: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "data_dir": tmp,
         "secret_key": secrets.token_urlsafe(48),
     }
+    if TEST_DATABASE == "postgresql" and "database_url" not in overrides:
+        values["database_url"] = new_postgres_database()
     values.update(overrides)
     return Settings(**values)
 

@@ -144,7 +144,8 @@ def test_create_admin_creates_and_promotes(tmp_path: Path) -> None:
     result = run_chat("create-admin", boss, data_dir=tmp_path, CHAT_ADMIN_PASSWORD=ADMIN_PASSWORD)
     assert result.returncode == 0, result.stderr
 
-    srv = Server(make_settings(tmp_path))
+    # The same database as the command's: SQLite in the data dir.
+    srv = Server(make_settings(tmp_path, database_url=""))
     srv.start()
     try:
         with httpx.Client(base_url=srv.url, timeout=15) as http:
