@@ -260,8 +260,12 @@ class RedisPresence:
         except Exception as exc:
             log.warning("figures of this process only: %s", exc)
             return self._local_figures()
-        total_connections, total_rate, stale = 0, 0.0, []
+        # This process's own figures fresh, the others' as last reported.
+        total_connections, total_rate = self._local_figures()
+        stale = []
         for node, raw in nodes.items():
+            if _decode(node) == self._node:
+                continue
             figures = orjson.loads(raw)
             if figures["until"] < now:
                 stale.append(node)
