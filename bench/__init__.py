@@ -1,0 +1,1 @@
+"""Benchmarks of the chat server, run with `python -m bench`."""

@@ -1,0 +1,135 @@
+"""Servers under test, started as their own processes on loopback."""
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+PASSWORD = "bench password 1"
+# Benchmarks measure the server, not the abuse limits.
+UNLIMITED = {
+    "CHAT_RATE_BURST": "100000000",
+    "CHAT_RATE_PER_SEC": "100000000",
+    "CHAT_MAX_CONNECTIONS_PER_USER": "100000",
+    "CHAT_SEND_QUEUE_MAX": "100000",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def cpu_secs(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+@dataclass
+class ChatCluster:
+    """`chat serve` processes sharing one database and broker."""
+
+    data_dir: Path
+    env: dict[str, str]
+    processes: int = 1
+    ports: list[int] = field(default_factory=list)
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{port}" for port in self.ports]
+
+    @property
+    def ws_urls(self) -> list[str]:
+        return [f"ws://127.0.0.1:{port}" for port in self.ports]
+
+    @property
+    def pids(self) -> list[int]:
+        return [proc.pid for proc in self.procs]
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            **UNLIMITED,
+            "CHAT_DATA_DIR": str(self.data_dir),
+            "CHAT_SECRET_KEY": secrets.token_urlsafe(48),
+            **self.env,
+        }
+        subprocess.run(
+            [sys.executable, "-m", "chat", "migrate"],
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        for _ in range(self.processes):
+            port = free_port()
+            self.ports.append(port)
+            self.procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "chat", "serve", "--port", str(port)],
+                    env={**env, "PYTHONUNBUFFERED": "1"},
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        for url in self.urls:
+            wait_healthy(url)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    def accounts(self, count: int) -> list[str]:
+        """Tokens of `count` new users."""
+        tokens = []
+        with httpx.Client(base_url=self.urls[0], timeout=30) as http:
+            for _ in range(count):
+                name = f"b{secrets.token_hex(5)}"
+                r = http.post("/api/auth/register", json={"username": name, "password": PASSWORD})
+                r.raise_for_status()
+                r = http.post("/api/auth/token", data={"username": name, "password": PASSWORD})
+                tokens.append(r.json()["access_token"])
+        return tokens
+
+    def create_room(self, token: str) -> str:
+        name = f"bench-{secrets.token_hex(4)}"
+        r = httpx.post(
+            f"{self.urls[0]}/api/rooms",
+            json={"name": name},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        r.raise_for_status()
+        return name
+
+
+def wait_healthy(url: str, timeout_secs: float = 30) -> None:
+    deadline = time.monotonic() + timeout_secs
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
