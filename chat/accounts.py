@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat.errors import UsernameTaken
 from chat.models import User
+from chat.ratelimit import LoginThrottle
 from chat.security import hash_password, verify_password
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_.\-]{3,32}$"
@@ -39,9 +40,14 @@ async def register(session: AsyncSession, username: str, password: str) -> User:
     return user
 
 
-async def authenticate(session: AsyncSession, username: str, password: str) -> User | None:
+async def authenticate(
+    session: AsyncSession, username: str, password: str, throttle: LoginThrottle, address: str
+) -> User | None:
+    """The user with these credentials, or None; raises RateLimited after too many failures."""
+    throttle.check(username, address)
     user = await find_by_username(session, username)
     if not await verify_password(password, user.password_hash if user else None):
+        throttle.failed(username, address)
         return None
     return user
 

@@ -17,12 +17,16 @@ from chat.settings import SettingsError
 log = logging.getLogger(__name__)
 
 Handler = Callable[[str, bytes], None]
-# Called whenever the broker has (re)connected, since events may have been missed.
+# Called whenever events may have been missed: the broker (or another process's) reconnected.
 OnReconnect = Callable[[], None]
 
 REDIS_TIMEOUT_SECS = 2.0
 RECONNECT_MIN_SECS = 0.1
 RECONNECT_MAX_SECS = 5.0
+# How soon the listener notices that a publish failed, and subscribes afresh.
+LISTEN_POLL_SECS = 1.0
+# Announces that a process has resubscribed; not a room's channel (`room:NAME`).
+CATCH_UP_CHANNEL = "_catch-up"
 
 
 class Broker(Protocol):
@@ -105,10 +109,12 @@ class RedisBroker:
         assert self._handler is not None
         self._handler(channel, payload)
         if not self._subscribed.is_set():
-            return  # Down: the others catch up from the database when it is back.
+            return  # Down: the others catch up from the database when this one resubscribes.
         try:
             await self._redis.publish(self._prefix + channel, self._node + b"|" + payload)
         except (RedisError, OSError) as exc:
+            # The listener's connection may look fine (Redis stalled rather than went away),
+            # so it resubscribes when it sees this, and the others catch up then.
             log.warning("broker publish failed: %s", exc)
             self._subscribed.clear()
 
@@ -136,9 +142,12 @@ class RedisBroker:
                     log.warning("broker reconnected")
                     assert self._on_reconnect is not None
                     self._on_reconnect()
+                    # What this process stored meanwhile was not published: the others
+                    # must read it from the database too.
+                    await self._redis.publish(self._prefix + CATCH_UP_CHANNEL, self._node + b"|")
                 first, delay = False, RECONNECT_MIN_SECS
-                while True:
-                    message = await pubsub.get_message(timeout=None)
+                while self._subscribed.is_set():
+                    message = await pubsub.get_message(timeout=LISTEN_POLL_SECS)
                     if message is not None and message["type"] == "pmessage":
                         self._receive(message["channel"], message["data"])
             except (RedisError, OSError) as exc:
@@ -154,8 +163,13 @@ class RedisBroker:
         node, _, payload = data.partition(b"|")
         if node == self._node:
             return
+        name = channel.decode().removeprefix(self._prefix)
+        if name == CATCH_UP_CHANNEL:
+            assert self._on_reconnect is not None
+            self._on_reconnect()
+            return
         assert self._handler is not None
-        self._handler(channel.decode().removeprefix(self._prefix), payload)
+        self._handler(name, payload)
 
 
 def check_broker(url: str) -> None:

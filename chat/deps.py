@@ -1,5 +1,6 @@
 """Request dependencies: the services, a database session, and who is asking."""
 
+import math
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -8,6 +9,7 @@ from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import HTTPConnection
 
+from chat.errors import RateLimited
 from chat.models import User
 from chat.security import InvalidToken, csrf_tokens_match, decode_access_token
 from chat.services import Services
@@ -83,3 +85,15 @@ async def admin_user(user: CurrentUser) -> User:
 
 
 AdminUser = Annotated[User, Depends(admin_user)]
+
+
+def client_address(connection: HTTPConnection) -> str:
+    return connection.client.host if connection.client else "unknown"
+
+
+def too_many_requests(exc: RateLimited) -> HTTPException:
+    return HTTPException(
+        status.HTTP_429_TOO_MANY_REQUESTS,
+        str(exc),
+        headers={"Retry-After": str(max(1, math.ceil(exc.retry_after_secs)))},
+    )

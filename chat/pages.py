@@ -1,5 +1,6 @@
 """The browser pages: server-rendered forms and the shells of the live views."""
 
+import math
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request, status
@@ -8,8 +9,15 @@ from fastapi.templating import Jinja2Templates
 
 from chat import accounts
 from chat.db import PROJECT_DIR
-from chat.deps import ACCESS_COOKIE, CSRF_COOKIE, ServicesDep, SessionDep, user_for_token
-from chat.errors import RoomExists, RoomNotFound, UsernameTaken
+from chat.deps import (
+    ACCESS_COOKIE,
+    CSRF_COOKIE,
+    ServicesDep,
+    SessionDep,
+    client_address,
+    user_for_token,
+)
+from chat.errors import RateLimited, RoomExists, RoomNotFound, UsernameTaken
 from chat.models import User
 from chat.rooms import is_valid_room_name
 from chat.security import create_access_token, csrf_tokens_match, new_csrf_token
@@ -131,7 +139,19 @@ async def login(
 ) -> Response:
     if not _csrf_ok(request, csrf):
         return _csrf_refused(request, "login.html", username=username, next=_safe_next(next))
-    user = await accounts.authenticate(session, username, password)
+    try:
+        user = await accounts.authenticate(
+            session, username, password, services.login_throttle, client_address(request)
+        )
+    except RateLimited as exc:
+        return _render(
+            request,
+            "login.html",
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            error=f"Too many failed sign-ins; try again in {math.ceil(exc.retry_after_secs)} s.",
+            username=username,
+            next=_safe_next(next),
+        )
     if user is None:
         return _render(
             request,

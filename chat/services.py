@@ -15,7 +15,7 @@ from chat.hub import Hub
 from chat.messages import MessageWriter, StoredMessage
 from chat.metrics import MessageRate
 from chat.presence import MemoryPresence, Presence, RedisPresence
-from chat.ratelimit import RateLimiter
+from chat.ratelimit import LoginThrottle, RateLimiter
 from chat.rooms import RoomDirectory
 from chat.settings import Settings
 
@@ -36,12 +36,18 @@ class Services:
     hub: Hub = field(init=False)
     message_rate: MessageRate = field(default_factory=MessageRate)
     limiter: RateLimiter = field(init=False)
+    login_throttle: LoginThrottle = field(init=False)
     writer: MessageWriter = field(init=False)
     # Replaced by a fresh event each time presence changes, waking the admin views.
     presence_changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
-        self.limiter = RateLimiter(self.settings.rate_burst, self.settings.rate_per_sec)
+        s = self.settings
+        self.limiter = RateLimiter(s.rate_burst, s.rate_per_sec)
+        self.login_throttle = LoginThrottle(
+            RateLimiter(s.login_failures_burst, s.login_failures_per_min / 60),
+            RateLimiter(s.login_address_failures_burst, s.login_address_failures_per_min / 60),
+        )
         self.writer = MessageWriter(self.sessions, self._publish_messages)
         self.hub = Hub(self._messages_after)
 

@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     # `rate_per_sec`, shared by all of their sockets and the REST post.
     rate_burst: int = Field(20, ge=1)
     rate_per_sec: float = Field(5.0, gt=0)
+    # Failed sign-ins allowed per account and per client address: a burst, then per minute.
+    login_failures_burst: int = Field(10, ge=1)
+    login_failures_per_min: float = Field(5.0, gt=0)
+    login_address_failures_burst: int = Field(50, ge=1)
+    login_address_failures_per_min: float = Field(30.0, gt=0)
     # Error frames a socket may earn within `abuse_window_secs` before it is closed.
     abuse_max_errors: int = Field(30, ge=1)
     abuse_window_secs: float = Field(10.0, gt=0)

@@ -2,12 +2,12 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordRequestForm
 
 from chat import accounts
-from chat.deps import ServicesDep, SessionDep
-from chat.errors import UsernameTaken
+from chat.deps import ServicesDep, SessionDep, client_address, too_many_requests
+from chat.errors import RateLimited, UsernameTaken
 from chat.schemas import RegisterIn, TokenOut, UserOut
 from chat.security import create_access_token
 
@@ -28,14 +28,23 @@ async def register(body: RegisterIn, session: SessionDep) -> UserOut:
 @router.post(
     "/token",
     response_model=TokenOut,
-    responses={401: {"description": WRONG_CREDENTIALS}},
+    responses={
+        401: {"description": WRONG_CREDENTIALS},
+        429: {"description": "Too many failed sign-ins; see Retry-After"},
+    },
 )
 async def token(
+    request: Request,
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
     session: SessionDep,
     services: ServicesDep,
 ) -> TokenOut:
-    user = await accounts.authenticate(session, form.username, form.password)
+    try:
+        user = await accounts.authenticate(
+            session, form.username, form.password, services.login_throttle, client_address(request)
+        )
+    except RateLimited as exc:
+        raise too_many_requests(exc) from None
     if user is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, WRONG_CREDENTIALS, headers={"WWW-Authenticate": "Bearer"}

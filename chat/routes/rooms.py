@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from chat import messages
-from chat.deps import CurrentUser, ServicesDep, SessionDep
+from chat.deps import CurrentUser, ServicesDep, SessionDep, too_many_requests
 from chat.errors import RateLimited, RoomExists, RoomNotFound, StorageUnavailable
 from chat.messages import HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT
 from chat.schemas import MessageIn, MessageOut, MessagesOut, RoomIn, RoomOut
@@ -78,11 +78,7 @@ async def post_message(
             name, room_id, user.id, user.username, body.body, body.nonce
         )
     except RateLimited as exc:
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            str(exc),
-            headers={"Retry-After": str(max(1, round(exc.retry_after_secs + 0.5)))},
-        ) from None
+        raise too_many_requests(exc) from None
     except StorageUnavailable as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
     if not is_new:
