@@ -64,7 +64,8 @@ class RedisBroker:
     """Many processes: one pattern subscription per process, not per socket.
 
     Pub/sub is at-most-once: the database stays the truth, and after a reconnect
-    `on_reconnect` lets the process catch its rooms up from it.
+    `on_reconnect` lets this process, and through a notice every other one, catch
+    its rooms up from it.
     """
 
     def __init__(self, url: str, namespace: str) -> None:

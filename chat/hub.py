@@ -89,7 +89,7 @@ class RoomFeed:
     everything up to N and may resume with `since=N`.
     """
 
-    __slots__ = ("filling", "held", "last", "members")
+    __slots__ = ("filling", "held", "last", "members", "recheck")
 
     def __init__(self) -> None:
         self.members: set[Connection] = set()
@@ -97,6 +97,8 @@ class RoomFeed:
         self.last: int | None = None
         self.held: dict[int, Frame] = {}
         self.filling = False
+        # A catch-up asked for while a fill ran: read up to date once more after it.
+        self.recheck = False
 
     def fan_out(self, frame: Frame, skip_user: str | None = None) -> None:
         for connection in tuple(self.members):
@@ -184,6 +186,7 @@ class Hub:
 
     def _fill(self, room: str, feed: RoomFeed, *, to_latest: bool) -> None:
         if feed.filling:
+            feed.recheck = feed.recheck or to_latest
             return
         feed.filling = True
         task = asyncio.create_task(self._read_gap(room, feed, to_latest))
@@ -225,3 +228,6 @@ class Hub:
                         await asyncio.sleep(FILL_RETRY_SECS)
         finally:
             feed.filling = False
+            if feed.recheck and self._rooms.get(room) is feed:
+                feed.recheck = False
+                self._fill(room, feed, to_latest=True)
