@@ -1,13 +1,14 @@
 """User accounts: registration, authentication, admin promotion."""
 
 import re
+from datetime import datetime
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import delete, exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat.errors import UsernameTaken
-from chat.models import User
+from chat.models import RevokedToken, User, utcnow
 from chat.ratelimit import LoginThrottle
 from chat.security import hash_password, verify_password
 
@@ -45,7 +46,9 @@ async def authenticate(
 ) -> User | None:
     """The user with these credentials, or None; raises RateLimited after too many failures."""
     throttle.check(username, address)
-    user = await find_by_username(session, username)
+    # No account has a name outside the pattern, and the database need not see one (PostgreSQL
+    # refuses a NUL in a query parameter).
+    user = await find_by_username(session, username) if is_valid_username(username) else None
     if not await verify_password(password, user.password_hash if user else None):
         throttle.failed(username, address)
         return None
@@ -71,3 +74,15 @@ async def create_or_promote_admin(session: AsyncSession, username: str, password
 
 async def count_users(session: AsyncSession) -> int:
     return await session.scalar(select(func.count(User.id))) or 0
+
+
+async def revoke_token(session: AsyncSession, token_id: str, expires_at: datetime) -> None:
+    """Refuse the token from now on; forget tokens that have expired anyway."""
+    await session.execute(delete(RevokedToken).where(RevokedToken.expires_at < utcnow()))
+    if await session.get(RevokedToken, token_id) is None:
+        session.add(RevokedToken(token_id=token_id, expires_at=expires_at))
+    await session.commit()
+
+
+async def is_revoked(session: AsyncSession, token_id: str) -> bool:
+    return bool(token_id) and await session.get(RevokedToken, token_id) is not None

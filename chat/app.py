@@ -1,9 +1,14 @@
 """The ASGI application: routes, pages, middleware and the lifespan of the services."""
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -104,6 +109,27 @@ async def _too_large(send: Send) -> None:
     await send({"type": "http.response.body", "body": b'{"detail":"Request body too large"}'})
 
 
+class _AsciiJSONResponse(JSONResponse):
+    """JSON with every non-ASCII character escaped, so that a lone surrogate (which a
+    client's `\\ud800` escape puts into a Python string) is written rather than crashing
+    the UTF-8 encoder."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
+async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422, written so that any input at all can be echoed back in it."""
+    errors = jsonable_encoder(exc.errors())
+    for error in errors:
+        try:
+            json.dumps(error.get("input"), allow_nan=False)
+        except ValueError:
+            # NaN or Infinity: Python's JSON parser takes them, but they are no JSON.
+            del error["input"]
+    return _AsciiJSONResponse({"detail": errors}, status_code=422)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     services = Services.from_settings(settings)
@@ -121,6 +147,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.services = services
+    app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(BodyLimit)
     for router in (auth.router, rooms.router, admin.router, health.router, ws.router):

@@ -9,9 +9,10 @@ from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import HTTPConnection
 
+from chat import accounts
 from chat.errors import RateLimited
 from chat.models import User
-from chat.security import InvalidToken, csrf_tokens_match, decode_access_token
+from chat.security import InvalidToken, TokenClaims, csrf_tokens_match, decode_access_token
 from chat.services import Services
 
 ACCESS_COOKIE = "access_token"
@@ -37,8 +38,10 @@ async def get_session(services: ServicesDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
-async def user_for_token(services: Services, token: str | None) -> User | None:
-    """The user a valid access token names, or None for any refused token."""
+async def authenticate_token(
+    services: Services, token: str | None
+) -> tuple[User, TokenClaims] | None:
+    """The user a valid access token names, and its claims; None for any refused token."""
     if not token:
         return None
     try:
@@ -46,7 +49,15 @@ async def user_for_token(services: Services, token: str | None) -> User | None:
     except InvalidToken:
         return None
     async with services.sessions() as session:
-        return await session.get(User, claims.user_id)
+        if await accounts.is_revoked(session, claims.token_id):
+            return None
+        user = await session.get(User, claims.user_id)
+    return None if user is None else (user, claims)
+
+
+async def user_for_token(services: Services, token: str | None) -> User | None:
+    found = await authenticate_token(services, token)
+    return None if found is None else found[0]
 
 
 def _unauthorized(detail: str = "Not authenticated") -> HTTPException:
@@ -55,9 +66,8 @@ def _unauthorized(detail: str = "Not authenticated") -> HTTPException:
     )
 
 
-async def current_user(
-    request: Request, services: ServicesDep, bearer: Annotated[str | None, Depends(_bearer)]
-) -> User:
+async def request_token(request: Request, bearer: Annotated[str | None, Depends(_bearer)]) -> str:
+    """The request's access token: a bearer header, or the session cookie (CSRF-checked)."""
     token = bearer
     if token is None:
         token = request.cookies.get(ACCESS_COOKIE)
@@ -69,6 +79,13 @@ async def current_user(
                 raise HTTPException(status.HTTP_403_FORBIDDEN, "CSRF token missing or wrong")
     if not token:
         raise _unauthorized()
+    return token
+
+
+RequestTokenDep = Annotated[str, Depends(request_token)]
+
+
+async def current_user(services: ServicesDep, token: RequestTokenDep) -> User:
     user = await user_for_token(services, token)
     if user is None:
         raise _unauthorized("Invalid or expired token")

@@ -46,11 +46,12 @@ def welcome_event(
 
 
 def stats_event(
-    rooms: dict[str, list[str]], connections: int, messages_per_sec: float
+    rooms: dict[str, list[str]], connections: int, messages_per_sec: float, loop_lag_ms: float
 ) -> dict[str, Any]:
     return {
         "type": "stats",
         "rooms": rooms,
         "connections": connections,
         "messages_per_sec": round(messages_per_sec, 2),
+        "loop_lag_ms": round(loop_lag_ms, 1),
     }

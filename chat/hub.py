@@ -34,14 +34,18 @@ class Connection:
         "queue",
         "room",
         "sender",
+        "token_id",
         "user",
         "websocket",
     )
 
-    def __init__(self, websocket: WebSocket, room: str, user: str, queue_max: int) -> None:
+    def __init__(
+        self, websocket: WebSocket, room: str, user: str, token_id: str, queue_max: int
+    ) -> None:
         self.websocket = websocket
         self.room = room
         self.user = user
+        self.token_id = token_id
         self.queue: asyncio.Queue[Frame] = asyncio.Queue(queue_max)
         # Messages up to this id were sent in the welcome's history already.
         self.floor = 0
@@ -139,6 +143,12 @@ class Hub:
             del self._per_user[connection.user]
         if not feed.members:
             del self._rooms[connection.room]
+
+    def kick_token(self, token_id: str, code: int, reason: str) -> None:
+        """End every socket opened with the token `token_id`."""
+        for connection in list(self.all()):
+            if connection.token_id == token_id:
+                connection.kick(code, reason)
 
     def user_connections(self, user: str) -> int:
         return self._per_user[user]

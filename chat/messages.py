@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert, select, tuple_, update
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chat.errors import StorageUnavailable
@@ -178,8 +178,10 @@ class MessageWriter:
                 created = []
                 for pending in batch:
                     created += await self._commit([pending])
-        except (SQLAlchemyError, OSError) as exc:
-            log.error("storing %d messages failed: %s", len(batch), exc)
+        except Exception as exc:
+            # Whatever went wrong, the writer must live on: every later message
+            # would wait for it forever.
+            log.error("storing %d messages failed: %r", len(batch), exc)
             for pending in batch:
                 if not pending.future.done():
                     pending.future.set_exception(StorageUnavailable())

@@ -1,5 +1,6 @@
 """Live figures for the admin view."""
 
+import asyncio
 import time
 
 WINDOW_SECS = 5
@@ -28,3 +29,33 @@ class MessageRate:
             if now - WINDOW_SECS <= second < now
         )
         return total / WINDOW_SECS
+
+
+class LoopLag:
+    """How late the event loop wakes up: the cost of anything that blocks it."""
+
+    PROBE_SECS = 0.01
+
+    def __init__(self) -> None:
+        self.max_secs = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._probe(), name="loop-lag-probe")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def take_max_ms(self) -> float:
+        """The worst lag since the last call, in milliseconds."""
+        worst, self.max_secs = self.max_secs, 0.0
+        return worst * 1000
+
+    async def _probe(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            await asyncio.sleep(self.PROBE_SECS)
+            self.max_secs = max(self.max_secs, loop.time() - started - self.PROBE_SECS)

@@ -76,3 +76,12 @@ class Message(Base):
     body: Mapped[str] = mapped_column(Text)
     nonce: Mapped[str | None] = mapped_column(String(64))
     ts: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class RevokedToken(Base):
+    """A signed-out token, refused until it would have expired anyway."""
+
+    __tablename__ = "revoked_tokens"
+
+    token_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

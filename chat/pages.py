@@ -14,6 +14,7 @@ from chat.deps import (
     CSRF_COOKIE,
     ServicesDep,
     SessionDep,
+    authenticate_token,
     client_address,
     user_for_token,
 )
@@ -165,9 +166,12 @@ async def login(
 
 
 @router.post("/logout")
-async def logout(request: Request, csrf: CsrfField = NO_CSRF) -> Response:
+async def logout(request: Request, services: ServicesDep, csrf: CsrfField = NO_CSRF) -> Response:
     if not _csrf_ok(request, csrf):
         return _csrf_refused(request, "login.html", next="/rooms")
+    found = await authenticate_token(services, request.cookies.get(ACCESS_COOKIE))
+    if found is not None:
+        await services.revoke(found[1])
     response = RedirectResponse("/login", status.HTTP_303_SEE_OTHER)
     response.delete_cookie(ACCESS_COOKIE, path="/")
     return response

@@ -14,10 +14,17 @@ Password = Annotated[
     str, StringConstraints(min_length=PASSWORD_MIN_CHARS, max_length=PASSWORD_MAX_CHARS)
 ]
 RoomName = Annotated[str, StringConstraints(pattern=ROOM_NAME_PATTERN)]
+# No NUL characters: PostgreSQL cannot store them in text.
+NO_NUL_PATTERN = r"^[^\x00]*$"
 Body = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=BODY_MAX_CHARS)
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=BODY_MAX_CHARS, pattern=NO_NUL_PATTERN
+    ),
 ]
-Nonce = Annotated[str, StringConstraints(min_length=1, max_length=NONCE_MAX_CHARS)]
+Nonce = Annotated[
+    str, StringConstraints(min_length=1, max_length=NONCE_MAX_CHARS, pattern=NO_NUL_PATTERN)
+]
 
 
 class Strict(BaseModel):
@@ -71,6 +78,10 @@ class MessagesOut(BaseModel):
 
 class ActiveUsersOut(BaseModel):
     rooms: dict[str, list[str]]
+
+
+class ErrorOut(BaseModel):
+    detail: str
 
 
 class HealthOut(BaseModel):

@@ -5,23 +5,28 @@ import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from chat import events, messages
+from chat import accounts, events, messages
 from chat.broker import Broker, RedisBroker, create_broker
 from chat.db import create_engine, session_factory
 from chat.hub import Hub
 from chat.messages import MessageWriter, StoredMessage
-from chat.metrics import MessageRate
+from chat.metrics import LoopLag, MessageRate
 from chat.presence import MemoryPresence, Presence, RedisPresence
-from chat.ratelimit import LoginThrottle, RateLimiter
+from chat.ratelimit import LoginThrottle, MessageLimiter, RateLimiter, SharedRateLimiter
 from chat.rooms import RoomDirectory
+from chat.security import TokenClaims
 from chat.settings import Settings
 
 log = logging.getLogger(__name__)
 
 HEALTH_TIMEOUT_SECS = 2.0
+# Events for every process rather than a room: token revocations.
+CONTROL_CHANNEL = "control"
+CLOSE_SIGNED_OUT = 1008
 
 
 @dataclass
@@ -35,7 +40,8 @@ class Services:
     rooms: RoomDirectory
     hub: Hub = field(init=False)
     message_rate: MessageRate = field(default_factory=MessageRate)
-    limiter: RateLimiter = field(init=False)
+    loop_lag: LoopLag = field(default_factory=LoopLag)
+    limiter: MessageLimiter = field(init=False)
     login_throttle: LoginThrottle = field(init=False)
     writer: MessageWriter = field(init=False)
     # Replaced by a fresh event each time presence changes, waking the admin views.
@@ -44,6 +50,10 @@ class Services:
     def __post_init__(self) -> None:
         s = self.settings
         self.limiter = RateLimiter(s.rate_burst, s.rate_per_sec)
+        if isinstance(self.broker, RedisBroker):
+            self.limiter = SharedRateLimiter(
+                self.broker.client, s.rate_burst, s.rate_per_sec, s.redis_namespace
+            )
         self.login_throttle = LoginThrottle(
             RateLimiter(s.login_failures_burst, s.login_failures_per_min / 60),
             RateLimiter(s.login_address_failures_burst, s.login_address_failures_per_min / 60),
@@ -77,19 +87,38 @@ class Services:
 
     async def start(self) -> None:
         # Listen to the broker before anything can be published.
-        await self.broker.connect(self.hub.deliver, self.hub.catch_up)
+        await self.broker.connect(self._on_event, self.hub.catch_up)
         await self.presence.start(
             self._expired, lambda: (self.hub.connections, self.message_rate.per_sec())
         )
         self.writer.start()
+        self.loop_lag.start()
 
     async def stop(self) -> None:
         # By now the server has closed every socket (1012) and let their handlers
         # finish; store what they submitted, then let go of broker and database.
+        await self.loop_lag.stop()
         await self.writer.stop()
         await self.presence.stop()
         await self.broker.disconnect()
         await self.engine.dispose()
+
+    def _on_event(self, channel: str, payload: bytes) -> None:
+        if channel == CONTROL_CHANNEL:
+            event = orjson.loads(payload)
+            if event["type"] == "revoke":
+                self.hub.kick_token(event["token_id"], CLOSE_SIGNED_OUT, "signed out")
+            return
+        self.hub.deliver(channel, payload)
+
+    async def revoke(self, claims: TokenClaims) -> None:
+        """Sign a token out: refused from now on, and its live sockets closed everywhere."""
+        if not claims.token_id:
+            return
+        async with self.sessions() as session:
+            await accounts.revoke_token(session, claims.token_id, claims.expires_at)
+        event = {"type": "revoke", "token_id": claims.token_id}
+        await self.broker.publish(CONTROL_CHANNEL, events.encode(event))
 
     async def _messages_after(self, room: str, after: int) -> list[StoredMessage]:
         room_id = await self.rooms.id_of(room)

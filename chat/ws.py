@@ -11,12 +11,12 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from chat import events, messages
-from chat.deps import ACCESS_COOKIE, get_services, user_for_token
+from chat.deps import ACCESS_COOKIE, authenticate_token, get_services
 from chat.errors import RateLimited, RoomNotFound, StorageUnavailable
 from chat.hub import Connection
 from chat.messages import BODY_MAX_CHARS, NONCE_MAX_CHARS, StoredMessage
 from chat.models import User
-from chat.security import InvalidToken, decode_access_token
+from chat.security import TokenClaims
 from chat.services import Services
 
 log = logging.getLogger(__name__)
@@ -58,21 +58,17 @@ def _token(websocket: WebSocket) -> str | None:
     return websocket.query_params.get("token") or websocket.cookies.get(ACCESS_COOKIE)
 
 
-async def _admit(websocket: WebSocket, services: Services) -> tuple[User, float]:
-    """The socket's user and the token's expiry (epoch seconds), or Refused."""
+async def _admit(websocket: WebSocket, services: Services) -> tuple[User, TokenClaims]:
+    """The socket's user and its token's claims, or Refused."""
     if not _origin_allowed(websocket, services):
         raise Refused(CLOSE_POLICY_VIOLATION, "origin not allowed")
     token = _token(websocket)
     if not token:
         raise Refused(CLOSE_POLICY_VIOLATION, "missing token")
-    try:
-        claims = decode_access_token(token, services.signing_key)
-    except InvalidToken:
-        raise Refused(CLOSE_POLICY_VIOLATION, "invalid or expired token") from None
-    user = await user_for_token(services, token)
-    if user is None:
+    found = await authenticate_token(services, token)
+    if found is None:
         raise Refused(CLOSE_POLICY_VIOLATION, "invalid or expired token")
-    return user, claims.expires_at.timestamp()
+    return found
 
 
 def _since(websocket: WebSocket) -> int | None:
@@ -96,7 +92,7 @@ async def room_socket(websocket: WebSocket, name: str) -> None:
     # Accept before refusing: a browser only learns a close code from an open socket.
     await websocket.accept()
     try:
-        user, expires_at = await _admit(websocket, services)
+        user, claims = await _admit(websocket, services)
         try:
             room_id = await services.rooms.id_of(name)
         except RoomNotFound:
@@ -110,8 +106,10 @@ async def room_socket(websocket: WebSocket, name: str) -> None:
     except Refused as refused:
         await _close(websocket, refused.code, refused.reason)
         return
-    connection = Connection(websocket, name, user.username, services.settings.send_queue_max)
-    await _serve(connection, user, room_id, since, expires_at, services)
+    connection = Connection(
+        websocket, name, user.username, claims.token_id, services.settings.send_queue_max
+    )
+    await _serve(connection, user, room_id, since, claims.expires_at.timestamp(), services)
 
 
 async def _serve(
@@ -255,12 +253,18 @@ async def _handle(
         return events.error_event("invalid_message", "body is empty")
     if len(body) > BODY_MAX_CHARS:
         return events.error_event("too_large", f"body is over {BODY_MAX_CHARS} characters")
-    if nonce is not None and (not isinstance(nonce, str) or not 0 < len(nonce) <= NONCE_MAX_CHARS):
+    if "\x00" in body:
+        # PostgreSQL cannot store a NUL in text; the REST API refuses one too.
+        return events.error_event("invalid_message", "body must not contain NUL characters")
+    if nonce is not None and (
+        not isinstance(nonce, str) or not 0 < len(nonce) <= NONCE_MAX_CHARS or "\x00" in nonce
+    ):
         return events.error_event(
-            "invalid_message", f"nonce must be a string of 1-{NONCE_MAX_CHARS} characters"
+            "invalid_message",
+            f"nonce must be a string of 1-{NONCE_MAX_CHARS} characters, without NUL",
         )
     try:
-        services.limiter.hit(user.username_key)
+        await services.limiter.acquire(user.username_key)
         message, is_new = await services.writer.store(
             connection.room, room_id, user.id, user.username, body, nonce
         )
@@ -279,7 +283,7 @@ async def admin_socket(websocket: WebSocket) -> None:
     services = get_services(websocket)
     await websocket.accept()
     try:
-        user, _expires_at = await _admit(websocket, services)
+        user, _claims = await _admit(websocket, services)
         if not user.is_admin:
             raise Refused(CLOSE_POLICY_VIOLATION, "admins only")
     except Refused as refused:
@@ -290,7 +294,12 @@ async def admin_socket(websocket: WebSocket) -> None:
         while not receiver.done():
             changed = services.presence_changed
             connections, rate = await services.presence.figures()
-            stats = events.stats_event(await services.presence.snapshot(), connections, rate)
+            stats = events.stats_event(
+                await services.presence.snapshot(),
+                connections,
+                rate,
+                services.loop_lag.take_max_ms(),
+            )
             await websocket.send_text(events.encode(stats).decode())
             # A send to a closed socket raises, so a gone admin ends the loop.
             with contextlib.suppress(TimeoutError):

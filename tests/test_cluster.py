@@ -650,3 +650,26 @@ def test_redis_stall_recovers_and_delivers_what_was_not_published(
     assert [m["id"] for m in acked] == expected
     assert a.ids() == b.ids() == expected
     assert [m["id"] for m in cluster.stored(p2, bob, room)] == expected
+
+
+def test_rate_limit_holds_across_processes(make_cluster: Callable[..., Cluster]) -> None:
+    """A user's message budget is shared by both processes: the other one gains nothing."""
+    cluster = make_cluster(CHAT_RATE_BURST="4", CHAT_RATE_PER_SEC="0.01")
+    one, two = cluster.nodes
+    sender, bystander = cluster.register(one), cluster.register(two)
+    room = cluster.create_room(one, sender)
+    statuses = []
+    for i, node in enumerate((one, two, one, two, one, two)):
+        r = httpx.post(
+            f"{node.url}/api/rooms/{room}/messages",
+            json={"body": f"m{i}"},
+            headers={"Authorization": f"Bearer {sender.token}"},
+        )
+        statuses.append(r.status_code)
+    assert statuses == [201, 201, 201, 201, 429, 429]
+    r = httpx.post(
+        f"{two.url}/api/rooms/{room}/messages",
+        json={"body": "unaffected"},
+        headers={"Authorization": f"Bearer {bystander.token}"},
+    )
+    assert r.status_code == 201

@@ -1,7 +1,6 @@
 """CSRF protection, session cookies, redirects, CSP, and password hashing off the event loop."""
 
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -272,65 +271,45 @@ def test_responses_carry_strict_csp(server: Server, path: str) -> None:
 
 # --- password hashing off the event loop ------------------------------------------------
 
-LOGIN_THREADS = 10
-LOGINS_PER_THREAD = 1
-# On a busy two-core machine ten concurrent Argon2 checks starve even a free event loop
-# of CPU now and then, so single answers may be slow; nine in ten must still be quick.
-# Hashing on the loop instead queues every answer behind ~100 ms per pending login.
-MAX_P90_LAG_SECS = 0.5
-MAX_LAG_SECS = 2.0
+LOGINS = 20
+# The issue's bar is 50 ms on a quiet machine; the test allows for a busy CI box, and
+# the control below shows hashing on the loop lands far above it.
+MAX_LOOP_LAG_MS = 150.0
 
 
-def p90(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.9))]
-
-
-def health_lags_under_logins(server: Server, account: Account) -> list[float]:
-    """How long each `/healthz` answer took while many logins ran concurrently."""
+def loop_lag_during_logins(server: Server, account: Account) -> float:
+    """The server's worst event-loop lag (ms) while LOGINS logins run concurrently."""
+    services = server.server.config.app.state.services  # type: ignore[union-attr]
     errors: list[BaseException] = []
 
     def log_in() -> None:
         try:
-            with httpx.Client(base_url=server.url, timeout=30) as http:
-                for _ in range(LOGINS_PER_THREAD):
-                    form = {"username": account.username, "password": account.password}
-                    r = http.post("/api/auth/token", data=form)
-                    assert r.status_code == 200, r.text
+            form = {"username": account.username, "password": account.password}
+            r = httpx.post(f"{server.url}/api/auth/token", data=form, timeout=60)
+            assert r.status_code == 200, r.text
         except BaseException as exc:
             errors.append(exc)
 
-    lags: list[float] = []
-    with httpx.Client(base_url=server.url, timeout=30) as health:
-        assert health.get("/healthz").status_code == 200  # a warm connection
-        workers = [threading.Thread(target=log_in) for _ in range(LOGIN_THREADS)]
-        for worker in workers:
-            worker.start()
-        while any(worker.is_alive() for worker in workers):
-            started = time.perf_counter()
-            assert health.get("/healthz").status_code == 200
-            lags.append(time.perf_counter() - started)
-            time.sleep(0.01)
-        for worker in workers:
-            worker.join()
+    workers = [threading.Thread(target=log_in) for _ in range(LOGINS)]
+    services.loop_lag.take_max_ms()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
     assert not errors, errors
-    assert lags
-    return lags
+    return services.loop_lag.take_max_ms()
 
 
 def test_password_hashing_does_not_block_event_loop(server: Server) -> None:
-    """While ten clients log in at once, `/healthz` keeps answering, nine in ten within 0.5 s."""
-    account = server.register()
-    lags = health_lags_under_logins(server, account)
-    assert len(lags) >= 5, f"only {len(lags)} answers while logins ran: the loop stalled"
-    assert p90(lags) < MAX_P90_LAG_SECS, f"event loop stalled: {sorted(lags)}"
-    assert max(lags) < MAX_LAG_SECS, f"event loop stalled: {sorted(lags)}"
+    """While 20 logins hash at once, the event loop never waits long (hashing runs in threads)."""
+    lag = loop_lag_during_logins(server, server.register())
+    assert lag < MAX_LOOP_LAG_MS, f"event loop stalled for {lag:.0f} ms"
 
 
 def test_lag_probe_detects_hashing_on_the_loop(
     server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The lag probe above fails when password checks run on the event loop (its control)."""
+    """The probe catches password checks run on the event loop (the control of the test above)."""
     account = server.register()
     on_loop = security._passwords.verify
 
@@ -339,5 +318,5 @@ def test_lag_probe_detects_hashing_on_the_loop(
 
     patched: Callable[[str, str | None], Awaitable[Any]] = verify_on_loop
     monkeypatch.setattr(chat.accounts, "verify_password", patched)
-    lags = health_lags_under_logins(server, account)
-    assert p90(lags) >= MAX_P90_LAG_SECS, f"blocking hashing went unnoticed: {sorted(lags)}"
+    lag = loop_lag_during_logins(server, account)
+    assert lag >= MAX_LOOP_LAG_MS, f"blocking hashing went unnoticed: {lag:.0f} ms"

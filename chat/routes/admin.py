@@ -3,7 +3,8 @@
 from fastapi import APIRouter
 
 from chat.deps import AdminUser, ServicesDep
-from chat.schemas import ActiveUsersOut
+from chat.routes import UNAUTHORIZED
+from chat.schemas import ActiveUsersOut, ErrorOut
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
 
@@ -11,7 +12,7 @@ router = APIRouter(prefix="/api/admin", tags=["admin"])
 @router.get(
     "/active-users",
     response_model=ActiveUsersOut,
-    responses={401: {"description": "No valid token"}, 403: {"description": "Not an admin"}},
+    responses={**UNAUTHORIZED, 403: {"description": "Not an admin", "model": ErrorOut}},
 )
 async def active_users(_admin: AdminUser, services: ServicesDep) -> ActiveUsersOut:
     return ActiveUsersOut(rooms=await services.presence.snapshot())

@@ -6,9 +6,17 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordRequestForm
 
 from chat import accounts
-from chat.deps import ServicesDep, SessionDep, client_address, too_many_requests
+from chat.deps import (
+    RequestTokenDep,
+    ServicesDep,
+    SessionDep,
+    authenticate_token,
+    client_address,
+    too_many_requests,
+)
 from chat.errors import RateLimited, UsernameTaken
-from chat.schemas import RegisterIn, TokenOut, UserOut
+from chat.routes import BAD_BODY
+from chat.schemas import ErrorOut, RegisterIn, TokenOut, UserOut
 from chat.security import create_access_token
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
@@ -16,7 +24,12 @@ router = APIRouter(prefix="/api/auth", tags=["auth"])
 WRONG_CREDENTIALS = "Incorrect username or password"
 
 
-@router.post("/register", status_code=status.HTTP_201_CREATED, response_model=UserOut)
+@router.post(
+    "/register",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserOut,
+    responses={**BAD_BODY, 409: {"description": "Username taken", "model": ErrorOut}},
+)
 async def register(body: RegisterIn, session: SessionDep) -> UserOut:
     try:
         user = await accounts.register(session, body.username, body.password)
@@ -29,8 +42,9 @@ async def register(body: RegisterIn, session: SessionDep) -> UserOut:
     "/token",
     response_model=TokenOut,
     responses={
-        401: {"description": WRONG_CREDENTIALS},
-        429: {"description": "Too many failed sign-ins; see Retry-After"},
+        **BAD_BODY,
+        401: {"description": WRONG_CREDENTIALS, "model": ErrorOut},
+        429: {"description": "Too many failed sign-ins; see Retry-After", "model": ErrorOut},
     },
 )
 async def token(
@@ -53,3 +67,20 @@ async def token(
         access_token=create_access_token(user.id, services.signing_key, services.token_ttl),
         expires_in=int(services.token_ttl.total_seconds()),
     )
+
+
+@router.post(
+    "/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={401: {"description": "No valid token"}},
+)
+async def logout(token: RequestTokenDep, services: ServicesDep) -> None:
+    """Revoke this token: refused from now on, and its open sockets are closed (1008)."""
+    found = await authenticate_token(services, token)
+    if found is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "Invalid or expired token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    await services.revoke(found[1])

@@ -8,12 +8,13 @@ from chat import messages
 from chat.deps import CurrentUser, ServicesDep, SessionDep, too_many_requests
 from chat.errors import RateLimited, RoomExists, RoomNotFound, StorageUnavailable
 from chat.messages import HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT
-from chat.schemas import MessageIn, MessageOut, MessagesOut, RoomIn, RoomOut
+from chat.routes import BAD_BODY, CSRF_REFUSED, UNAUTHORIZED
+from chat.schemas import ErrorOut, MessageIn, MessageOut, MessagesOut, RoomIn, RoomOut
 from chat.services import Services
 
 router = APIRouter(prefix="/api/rooms", tags=["rooms"])
 
-NOT_FOUND = {404: {"description": "No such room"}}
+NOT_FOUND = {404: {"description": "No such room", "model": ErrorOut}}
 # Ids are 64-bit integers in the database; a larger cursor would overflow the driver.
 MAX_MESSAGE_ID = 2**63 - 1
 
@@ -25,7 +26,7 @@ async def _room_id(services: Services, name: str) -> int:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
 
 
-@router.get("", response_model=list[RoomOut])
+@router.get("", response_model=list[RoomOut], responses=UNAUTHORIZED)
 async def list_rooms(_user: CurrentUser, services: ServicesDep) -> list[RoomOut]:
     active = await services.presence.snapshot()
     return [
@@ -34,7 +35,17 @@ async def list_rooms(_user: CurrentUser, services: ServicesDep) -> list[RoomOut]
     ]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=RoomOut)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=RoomOut,
+    responses={
+        **UNAUTHORIZED,
+        **CSRF_REFUSED,
+        **BAD_BODY,
+        409: {"description": "Room exists", "model": ErrorOut},
+    },
+)
 async def create_room(body: RoomIn, _user: CurrentUser, services: ServicesDep) -> RoomOut:
     try:
         room = await services.rooms.create(body.name)
@@ -43,7 +54,7 @@ async def create_room(body: RoomIn, _user: CurrentUser, services: ServicesDep) -
     return RoomOut(name=room.name, created_at=room.created_at, active_users=0)
 
 
-@router.get("/{name}/messages", response_model=MessagesOut, responses=NOT_FOUND)
+@router.get("/{name}/messages", response_model=MessagesOut, responses={**UNAUTHORIZED, **NOT_FOUND})
 async def list_messages(
     name: str,
     _user: CurrentUser,
@@ -63,9 +74,13 @@ async def list_messages(
     status_code=status.HTTP_201_CREATED,
     response_model=MessageOut,
     responses={
+        **UNAUTHORIZED,
+        **CSRF_REFUSED,
+        **BAD_BODY,
         **NOT_FOUND,
         200: {"description": "Repeated nonce: the message stored before", "model": MessageOut},
-        429: {"description": "Rate limited; see Retry-After"},
+        429: {"description": "Rate limited; see Retry-After", "model": ErrorOut},
+        503: {"description": "Message storage unavailable; try again", "model": ErrorOut},
     },
 )
 async def post_message(
@@ -73,7 +88,7 @@ async def post_message(
 ) -> MessageOut:
     room_id = await _room_id(services, name)
     try:
-        services.limiter.hit(user.username_key)
+        await services.limiter.acquire(user.username_key)
         message, is_new = await services.writer.store(
             name, room_id, user.id, user.username, body.body, body.nonce
         )
