@@ -17,6 +17,7 @@
     document.getElementById("rate").textContent = stats.messages_per_sec.toFixed(1);
     const rooms = Object.entries(stats.rooms);
     document.getElementById("room-count").textContent = String(rooms.length);
+    document.getElementById("lag").textContent = stats.loop_lag_ms.toFixed(0);
     tbody.replaceChildren(...rooms.map(([room, names]) => {
       const tr = document.createElement("tr");
       tr.dataset.room = room;
