@@ -10,6 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from jose import jwt
 
 from chat.security import JWT_ALGORITHM, create_access_token, decode_access_token
@@ -258,6 +260,10 @@ def _refused_tokens(server: Server, user_id: int, victim_id: int) -> dict[str, s
             key,
             JWT_ALGORITHM,
         ),
+        "nbf in the future": jwt.encode(
+            {**claims_for(user_id), "nbf": int((now + hour).timestamp())}, key, JWT_ALGORITHM
+        ),
+        "RS256 with an attacker's key": jwt.encode(claims_for(user_id), _rsa_pem(), "RS256"),
         "tampered payload": _tampered(valid, victim_id),
         "alg none": f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims_for(user_id))}.",
         "alg none with signature": ".".join(
@@ -274,6 +280,15 @@ def _refused_tokens(server: Server, user_id: int, victim_id: int) -> dict[str, s
     }
 
 
+def _rsa_pem() -> str:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+
+
 REFUSED = [
     "missing",
     "dots only",
@@ -281,6 +296,8 @@ REFUSED = [
     "three garbage parts",
     "expired",
     "iat in the future",
+    "nbf in the future",
+    "RS256 with an attacker's key",
     "tampered payload",
     "alg none",
     "alg none with signature",
