@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chat import pages, ws
 from chat.db import PROJECT_DIR
+from chat.hub import SERVER_SEND_KEY
 from chat.routes import admin, auth, health, rooms
 from chat.services import Services
 from chat.settings import Settings
@@ -54,6 +55,19 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class RawSocketScope:
+    """Keeps the server's own `send` of each WebSocket in its scope, before middleware
+    wraps it, so the hub can write pre-encoded frames straight to the socket."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            scope[SERVER_SEND_KEY] = send
+        await self.app(scope, receive, send)
 
 
 class BodyLimit:
@@ -150,6 +164,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(BodyLimit)
+    app.add_middleware(RawSocketScope)  # Outermost: it must see the server's own send.
     for router in (auth.router, rooms.router, admin.router, health.router, ws.router):
         app.include_router(router)
     app.include_router(pages.router)

@@ -1,18 +1,25 @@
 """This process's sockets, grouped by room, and the fan-out to them.
 
-Every socket has its own bounded send queue drained by its own task, so
-delivering to a room is a loop of non-blocking puts: a slow socket is never
-awaited there. A socket whose queue overflows is dropped (it can resume with
-`since`), which keeps memory bounded and the room fast.
+An event is encoded once per room, down to the bytes of its WebSocket frame
+(server frames are not masked, so every recipient gets the same bytes). Handing
+it to a socket is then one non-blocking write into that socket's transport: its
+bounded send buffer, drained by the event loop. A slow socket is never awaited;
+one whose buffer passes its bound is dropped (it can resume with `since`), which
+keeps memory bounded and the room fast.
+
+Until its welcome is sent, and on servers other than uvicorn's sans-I/O
+WebSocket protocol, a socket queues frames instead, drained by a task of its own.
 """
 
 import asyncio
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import orjson
 from starlette.websockets import WebSocket
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from chat import events
 from chat.messages import StoredMessage
@@ -22,15 +29,41 @@ log = logging.getLogger(__name__)
 # Close code for a socket that could not keep up with its room.
 CLOSE_TOO_SLOW = 1013
 
-# A queued frame: the message id it carries (0 for other frames) and its text.
+# A frame to send: the message id it carries (0 for other frames) and its text.
 Frame = tuple[int, str]
+
+
+def wire_frame(payload: bytes) -> bytes:
+    """A complete, unmasked WebSocket text frame carrying `payload` (RFC 6455, 5.2)."""
+    size = len(payload)
+    if size < 126:
+        header = bytes((0x81, size))
+    elif size < 1 << 16:
+        header = b"\x81\x7e" + size.to_bytes(2, "big")
+    else:
+        header = b"\x81\x7f" + size.to_bytes(8, "big")
+    return header + payload
+
+
+# Where `RawSocketScope` leaves the server's send callable of a WebSocket scope.
+SERVER_SEND_KEY = "chat.server_send"
+
+
+def _raw_protocol(websocket: WebSocket) -> Any:
+    """uvicorn's protocol behind this socket, if frames can be written to it directly."""
+    protocol = getattr(websocket.scope.get(SERVER_SEND_KEY), "__self__", None)
+    return protocol if isinstance(protocol, WebSocketsSansIOProtocol) else None
 
 
 class Connection:
     __slots__ = (
+        "buffer_max_bytes",
         "close_code",
         "close_reason",
+        "direct",
+        "done",
         "floor",
+        "protocol",
         "queue",
         "room",
         "sender",
@@ -40,24 +73,59 @@ class Connection:
     )
 
     def __init__(
-        self, websocket: WebSocket, room: str, user: str, token_id: str, queue_max: int
+        self,
+        websocket: WebSocket,
+        room: str,
+        user: str,
+        token_id: str,
+        queue_max: int,
+        buffer_max_bytes: int,
     ) -> None:
         self.websocket = websocket
         self.room = room
         self.user = user
         self.token_id = token_id
         self.queue: asyncio.Queue[Frame] = asyncio.Queue(queue_max)
+        self.buffer_max_bytes = buffer_max_bytes
+        self.protocol = _raw_protocol(websocket)
+        # True once frames go straight to the transport.
+        self.direct = False
         # Messages up to this id were sent in the welcome's history already.
         self.floor = 0
         self.sender: asyncio.Task[None] | None = None
         self.close_code: int | None = None
         self.close_reason = ""
+        self.done = asyncio.Event()
 
-    def push(self, frame: Frame) -> None:
-        try:
-            self.queue.put_nowait(frame)
-        except asyncio.QueueFull:
+    def push(self, frame: Frame, wire: bytes | None = None) -> None:
+        """Send `frame` without waiting; `wire` is its encoded frame, if already made."""
+        if not self.direct:
+            try:
+                self.queue.put_nowait(frame)
+            except asyncio.QueueFull:
+                self.kick(CLOSE_TOO_SLOW, "too slow; reconnect with since")
+            return
+        message_id, text = frame
+        if message_id and message_id <= self.floor:
+            return
+        protocol = self.protocol
+        transport = protocol.transport
+        if protocol.close_sent or transport.is_closing():
+            return
+        transport.write(wire or wire_frame(text.encode()))
+        if transport.get_write_buffer_size() > self.buffer_max_bytes:
             self.kick(CLOSE_TOO_SLOW, "too slow; reconnect with since")
+
+    def start_sending(self) -> None:
+        """After the welcome: send what queued up meanwhile, then every frame as it comes."""
+        if self.close_code is not None:
+            return
+        if self.protocol is None:
+            self.sender = asyncio.create_task(self._send_forever())
+            return
+        self.direct = True
+        while not self.queue.empty():
+            self.push(self.queue.get_nowait())
 
     def kick(self, code: int, reason: str) -> None:
         """End this connection with `code`: its handler closes the socket."""
@@ -65,10 +133,9 @@ class Connection:
             self.close_code, self.close_reason = code, reason
         if self.sender is not None:
             self.sender.cancel()
+        self.done.set()
 
-    async def send_forever(self) -> None:
-        if self.close_code is not None:
-            return  # Kicked before sending began (during the welcome): nothing to cancel then.
+    async def _send_forever(self) -> None:
         queue, send = self.queue, self.websocket.send_text
         while True:
             message_id, text = await queue.get()
@@ -99,15 +166,17 @@ class RoomFeed:
         self.members: set[Connection] = set()
         # The newest seq passed on; None until the first socket's welcome sets it.
         self.last: int | None = None
-        self.held: dict[int, Frame] = {}
+        self.held: dict[int, bytes] = {}
         self.filling = False
         # A catch-up asked for while a fill ran: read up to date once more after it.
         self.recheck = False
 
-    def fan_out(self, frame: Frame, skip_user: str | None = None) -> None:
+    def fan_out(self, seq: int, payload: bytes, skip_user: str | None = None) -> None:
+        """Send an encoded event (a message if `seq`) to every member but `skip_user`."""
+        frame, wire = (seq, payload.decode()), wire_frame(payload)
         for connection in tuple(self.members):
             if connection.user != skip_user:
-                connection.push(frame)
+                connection.push(frame, wire)
 
 
 class Hub:
@@ -166,16 +235,16 @@ class Hub:
         event = orjson.loads(payload)
         kind = event["type"]
         if kind != "message":
-            feed.fan_out((0, payload.decode()), event["user"] if kind == "typing" else None)
+            feed.fan_out(0, payload, event["user"] if kind == "typing" else None)
             return
         seq = event["id"]
         if feed.last is not None and seq == feed.last + 1 and not feed.held:
             feed.last = seq
-            feed.fan_out((seq, payload.decode()))
+            feed.fan_out(seq, payload)
             return
         if feed.last is not None and seq <= feed.last:
             return  # Passed on already, read from the database during a gap.
-        feed.held[seq] = (seq, payload.decode())
+        feed.held[seq] = payload
         self._pass_on(room, feed)
 
     def catch_up(self) -> None:
@@ -190,7 +259,7 @@ class Hub:
             return
         while feed.last + 1 in feed.held:
             feed.last += 1
-            feed.fan_out(feed.held.pop(feed.last))
+            feed.fan_out(feed.last, feed.held.pop(feed.last))
         if feed.held:
             self._fill(room, feed, to_latest=False)
 
@@ -219,12 +288,10 @@ class Hub:
                         break
                     feed.last = message.id
                     feed.held.pop(message.id, None)
-                    feed.fan_out(
-                        (message.id, events.encode(events.message_event(message)).decode())
-                    )
+                    feed.fan_out(message.id, events.encode(events.message_event(message)))
                 while feed.last + 1 in feed.held:
                     feed.last += 1
-                    feed.fan_out(feed.held.pop(feed.last))
+                    feed.fan_out(feed.last, feed.held.pop(feed.last))
                 if not missing:
                     if not feed.held:
                         return

@@ -141,15 +141,22 @@ class MessageWriter:
         await self._task
         self._task = None
 
-    async def store(
+    def submit(
         self, room: str, room_id: int, user_id: int, username: str, body: str, nonce: str | None
-    ) -> tuple[StoredMessage, bool]:
-        """Store a message; returns it and whether it is new (False: a repeated nonce)."""
+    ) -> asyncio.Future[tuple[StoredMessage, bool]]:
+        """Queue a message; the future gives it and whether it is new (False: a repeated
+        nonce) once committed. Messages are stored in the order they are submitted."""
         if self._task is None:
             raise StorageUnavailable()
         pending = _Pending(room, room_id, user_id, username, body, nonce)
         self._queue.put_nowait(pending)
-        return await pending.future
+        return pending.future
+
+    async def store(
+        self, room: str, room_id: int, user_id: int, username: str, body: str, nonce: str | None
+    ) -> tuple[StoredMessage, bool]:
+        """Store a message and wait for its commit."""
+        return await self.submit(room, room_id, user_id, username, body, nonce)
 
     async def _run(self) -> None:
         stopping = False
@@ -186,6 +193,9 @@ class MessageWriter:
                 if not pending.future.done():
                     pending.future.set_exception(StorageUnavailable())
             return
+        # Let the callers' callbacks (repeated-nonce acknowledgements) run before
+        # the broadcast, so that each sender hears back in the order it sent.
+        await asyncio.sleep(0)
         if created:
             try:
                 await self._on_stored(created)

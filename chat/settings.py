@@ -47,7 +47,9 @@ class Settings(BaseSettings):
     ws_ping_interval_secs: float = Field(20.0, gt=0)
     ws_ping_timeout_secs: float = Field(20.0, gt=0)
     ws_max_frame_bytes: int = Field(64 * 1024, ge=1024)
-    # Frames a connection may have waiting to be sent before it counts as too slow.
+    # What a socket may have waiting to be sent before it counts as too slow and is
+    # dropped: bytes in its transport's buffer, or frames queued before its welcome.
+    send_buffer_max_bytes: int = Field(1024 * 1024, ge=1)
     send_queue_max: int = Field(1024, ge=1)
     max_connections_per_user: int = Field(20, ge=1)
 

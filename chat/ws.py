@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from urllib.parse import urlsplit
@@ -28,6 +29,8 @@ CLOSE_UNKNOWN_ROOM = 4404
 # Typing hints from one socket are passed on at most this often.
 TYPING_INTERVAL_SECS = 2.0
 ADMIN_REFRESH_SECS = 1.0
+# Messages one socket may have waiting for their commit before it stops reading.
+MAX_UNCOMMITTED_PER_SOCKET = 64
 
 
 class Refused(Exception):
@@ -106,8 +109,14 @@ async def room_socket(websocket: WebSocket, name: str) -> None:
     except Refused as refused:
         await _close(websocket, refused.code, refused.reason)
         return
+    settings = services.settings
     connection = Connection(
-        websocket, name, user.username, claims.token_id, services.settings.send_queue_max
+        websocket,
+        name,
+        user.username,
+        claims.token_id,
+        settings.send_queue_max,
+        settings.send_buffer_max_bytes,
     )
     await _serve(connection, user, room_id, since, claims.expires_at.timestamp(), services)
 
@@ -143,9 +152,13 @@ async def _serve(
         services.hub.start_feed(room, last_seq)
         welcome = events.welcome_event(room, user.username, users, history, truncated)
         await websocket.send_text(events.encode(welcome).decode())
-        connection.sender = asyncio.create_task(connection.send_forever())
-        receiver = asyncio.create_task(_receive(connection, user, room_id, services))
-        tasks = [connection.sender, receiver]
+        connection.start_sending()
+        tasks = [
+            asyncio.create_task(_receive(connection, user, room_id, services)),
+            asyncio.create_task(connection.done.wait()),
+        ]
+        if connection.sender is not None:
+            tasks.append(connection.sender)
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     except (WebSocketDisconnect, RuntimeError, OSError):
         pass  # The peer went away during the welcome.
@@ -193,6 +206,7 @@ async def _receive(connection: Connection, user: User, room_id: int, services: S
     settings = services.settings
     strikes = _Strikes(settings.abuse_max_errors, settings.abuse_window_secs)
     typing = _TypingThrottle()
+    inflight: set[asyncio.Future[tuple[StoredMessage, bool]]] = set()
     while True:
         frame = await connection.websocket.receive()
         if frame["type"] == "websocket.disconnect":
@@ -201,7 +215,7 @@ async def _receive(connection: Connection, user: User, room_id: int, services: S
         if text is None:
             error = events.error_event("invalid_message", "frames must be JSON text")
         else:
-            error = await _handle(text, connection, user, room_id, services, typing)
+            error = await _handle(text, connection, user, room_id, services, typing, inflight)
         if error is not None:
             connection.push((0, events.encode(error).decode()))
             if strikes.add():
@@ -228,6 +242,7 @@ async def _handle(
     room_id: int,
     services: Services,
     typing: _TypingThrottle,
+    inflight: set[asyncio.Future[tuple[StoredMessage, bool]]],
 ) -> dict[str, object] | None:
     """Act on one client frame; the error event to answer with, if any."""
     try:
@@ -265,17 +280,36 @@ async def _handle(
         )
     try:
         await services.limiter.acquire(user.username_key)
-        message, is_new = await services.writer.store(
+        stored = services.writer.submit(
             connection.room, room_id, user.id, user.username, body, nonce
         )
     except RateLimited as exc:
         return events.error_event("rate_limited", str(exc))
     except StorageUnavailable as exc:
         return events.error_event("unavailable", str(exc))
+    # Read on while the message waits for its commit, so that one client's messages
+    # share commits too; the acknowledgement is the broadcast, after the commit.
+    stored.add_done_callback(functools.partial(_answer_stored, connection))
+    inflight.add(stored)
+    stored.add_done_callback(inflight.discard)
+    if len(inflight) >= MAX_UNCOMMITTED_PER_SOCKET:
+        await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+    return None
+
+
+def _answer_stored(
+    connection: Connection, stored: asyncio.Future[tuple[StoredMessage, bool]]
+) -> None:
+    if stored.cancelled():
+        return
+    if stored.exception() is not None:
+        error = events.error_event("unavailable", str(StorageUnavailable()))
+        connection.push((0, events.encode(error).decode()))
+        return
+    message, is_new = stored.result()
     if not is_new:
         # A retry of a stored message: acknowledge it again, to the sender only.
         connection.push((0, events.encode(events.message_event(message)).decode()))
-    return None
 
 
 @router.websocket("/ws/admin")
