@@ -195,7 +195,7 @@ def main() -> None:
     parser.add_argument(
         "--rates",
         type=lambda s: [int(x) for x in s.split(",")],
-        default=[50, 100, 200, 400],
+        default=[200, 400, 800, 1600],
         help="messages/s to publish, comma-separated",
     )
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per step")
