@@ -25,24 +25,28 @@ def free_port() -> int:
 
 
 class Process:
+    """`chat serve` on a free port; everything it prints goes to `log_path`."""
+
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = data_dir / "server.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         env = {**os.environ, "CHAT_DATA_DIR": str(self.data_dir)}
         env.pop("CHAT_SECRET_KEY", None)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "chat", "serve", "--port", str(self.port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "chat", "serve", "--port", str(self.port)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.proc.stderr.read().decode()  # type: ignore[union-attr]
+            assert self.proc.poll() is None, self.log_path.read_text()
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
                     return
