@@ -3,104 +3,41 @@
 Scenarios:
   cluster   room fan-out on one process (SQLite, memory://), one process and two
             processes on PostgreSQL + Redis, and cross-process delivery latency
+  fanout    rooms of 10, 100 and 1000 members at rising delivery rates: the product
+            (1 process, SQLite, memory://) against the seed tutorial's naive chat
+            (bench.baseline_seed) and a bare `websockets` relay (bench.baseline_bare);
+            also writes bench/results/fanout.png
+  slow      the others' latency in a 100-member room with one member that never
+            reads, against the same room without it: product and seed baseline
+  idle      server memory per authenticated idle connection, 1k to 10k connections
+  persist   messages/s durably stored from 20 concurrent senders (closed loop, acks),
+            against committing every message on its own (bench.baseline_commit);
+            also on PostgreSQL when CHAT_BENCH_POSTGRES=1
+  login     the event loop's worst lag while 20 logins hash their passwords at once
+
+Without a scenario, all of them run. Each writes bench/results/<scenario>.json.
 """
 
 import argparse
-import asyncio
 import json
-import secrets
-import subprocess
-import sys
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from bench.servers import ChatCluster, cpu_secs
-
-# A rate counts as sustained when nothing is lost and p99 stays under this.
-SUSTAINED_P99_MS = 100.0
-RESULTS = Path(__file__).resolve().parent / "results"
-POSTGRES_ADMIN_URL = "postgresql://root@127.0.0.1:5432/postgres"
-REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    return values[min(len(values) - 1, int(q * len(values)))]
-
-
-def run_loadgen(job: dict[str, Any]) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.loadgen"],
-        input=json.dumps(job).encode(),
-        capture_output=True,
-        check=True,
-    )
-    return json.loads(out.stdout)
-
-
-def measure(cluster: ChatCluster, job: dict[str, Any]) -> dict[str, Any]:
-    before = sum(cpu_secs(pid) for pid in cluster.pids)
-    result = run_loadgen(job)
-    server_cpu = sum(cpu_secs(pid) for pid in cluster.pids) - before
-    latencies = result.pop("latencies_ms")
-    delivered = result["delivered"]
-    return {
-        **result,
-        "loss": result["expected"] - delivered,
-        "p50_ms": percentile(latencies, 0.50),
-        "p95_ms": percentile(latencies, 0.95),
-        "p99_ms": percentile(latencies, 0.99),
-        "server_cpu_us_per_delivery": server_cpu / delivered * 1e6 if delivered else None,
-    }
-
-
-def new_postgres_url() -> str:
-    import asyncpg
-
-    name = f"chat_bench_{secrets.token_hex(4)}"
-
-    async def create() -> None:
-        conn = await asyncpg.connect(POSTGRES_ADMIN_URL)
-        await conn.execute(f'CREATE DATABASE "{name}"')
-        await conn.close()
-
-    asyncio.run(create())
-    return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-
-
-def drop_postgres(url: str) -> None:
-    import asyncpg
-
-    async def drop() -> None:
-        conn = await asyncpg.connect(POSTGRES_ADMIN_URL)
-        await conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
-        await conn.close()
-
-    asyncio.run(drop())
+from bench import scenarios
+from bench.common import (
+    RESULTS,
+    SUSTAINED_P99_MS,
+    chat_cluster,
+    is_sustained,
+    measure,
+    print_row,
+)
+from bench.servers import ChatCluster, raise_open_files_limit
 
 
 def with_cluster(processes: int, scaled: bool, body: Callable[[ChatCluster], None]) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        env: dict[str, str] = {}
-        pg_url = None
-        if scaled:
-            pg_url = new_postgres_url()
-            env = {
-                "CHAT_DATABASE_URL": pg_url,
-                "CHAT_BROKER_URL": REDIS_URL,
-                "CHAT_REDIS_NAMESPACE": f"bench{secrets.token_hex(4)}",
-            }
-        cluster = ChatCluster(Path(tmp), env, processes)
-        try:
-            cluster.start()
-            body(cluster)
-        finally:
-            cluster.stop()
-            if pg_url:
-                drop_postgres(pg_url)
+    with chat_cluster(processes, postgres=scaled, redis=scaled) as cluster:
+        body(cluster)
 
 
 CLUSTER_CONFIGS = [
@@ -161,29 +98,28 @@ def cluster_scenario(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
-HEADER = (
-    f"{'config':<44} {'members':>7} {'msg/s':>6} {'deliveries/s':>12} {'loss':>6} "
-    f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'srv CPU-µs/dlv':>14} {'loadgen CPU':>11}"
-)
+def cluster_summary(rows: list[dict[str, Any]]) -> None:
+    summary: dict[str, float] = {}
+    for row in rows:
+        if is_sustained(row):
+            best = summary.get(row["config"])
+            if best is None or row["deliveries_per_sec"] > best:
+                summary[row["config"]] = row["deliveries_per_sec"]
+    print(f"\ncluster: sustained deliveries/s (no loss, p99 <= {SUSTAINED_P99_MS:.0f} ms)")
+    for config, value in summary.items():
+        print(f"  {config:<44} {value:>10,.0f}")
 
 
-def print_row(row: dict[str, Any]) -> None:
-    if not getattr(print_row, "headed", False):
-        print(HEADER)
-        print("-" * len(HEADER))
-        print_row.headed = True  # type: ignore[attr-defined]
-    cpu = row["server_cpu_us_per_delivery"]
-    flag = " (saturated)" if row["loadgen_cpu_share"] > 0.9 else ""
-    print(
-        f"{row['config']:<44} {row['members']:>7} {row['rate']:>6} "
-        f"{row['deliveries_per_sec']:>12,.0f} {row['loss']:>6} {row['p50_ms']:>7.1f} "
-        f"{row['p95_ms']:>7.1f} {row['p99_ms']:>7.1f} "
-        f"{(f'{cpu:.1f}' if cpu else '-'):>14} {row['loadgen_cpu_share']:>10.0%}{flag}",
-        flush=True,
-    )
+def run_cluster(args: argparse.Namespace) -> list[dict[str, Any]]:
+    rows = cluster_scenario(args)
+    cluster_summary(rows)
+    return rows
 
 
-SCENARIOS = {"cluster": cluster_scenario}
+SCENARIOS: dict[str, Callable[[argparse.Namespace], list[dict[str, Any]]]] = {
+    "cluster": run_cluster,
+    **scenarios.SCENARIOS,
+}
 
 
 def main() -> None:
@@ -192,7 +128,11 @@ def main() -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("scenarios", nargs="*", default=list(SCENARIOS), choices=list(SCENARIOS))
+    # Checked below: Python 3.11's argparse compares a missing `*` argument, as a
+    # whole list, with the choices, so that no scenario would be an error.
+    parser.add_argument(
+        "scenarios", nargs="*", metavar="scenario", help=f"of {', '.join(SCENARIOS)} (all)"
+    )
     parser.add_argument("--members", type=int, default=100, help="sockets in the room")
     parser.add_argument(
         "--rates",
@@ -201,20 +141,20 @@ def main() -> None:
         help="messages/s to publish, comma-separated",
     )
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per step")
+    scenarios.add_arguments(parser)
     args = parser.parse_args()
+    unknown = [name for name in args.scenarios if name not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenario {', '.join(unknown)}: choose from {', '.join(SCENARIOS)}")
+    # 1000-member rooms and 10,000 idle sockets: the servers and load generators
+    # started from here inherit the raised limit.
+    raise_open_files_limit()
     RESULTS.mkdir(exist_ok=True)
-    for name in args.scenarios:
+    for name in args.scenarios or list(SCENARIOS):
+        print(f"\n== {name} ==", flush=True)
+        print_row.headed = False  # type: ignore[attr-defined]
         rows = SCENARIOS[name](args)
         (RESULTS / f"{name}.json").write_text(json.dumps(rows, indent=2))
-        summary = {}
-        for row in rows:
-            if row["loss"] == 0 and row["p99_ms"] <= SUSTAINED_P99_MS:
-                best = summary.get(row["config"])
-                if best is None or row["deliveries_per_sec"] > best:
-                    summary[row["config"]] = row["deliveries_per_sec"]
-        print(f"\n{name}: sustained deliveries/s (no loss, p99 <= {SUSTAINED_P99_MS:.0f} ms)")
-        for config, value in summary.items():
-            print(f"  {config:<44} {value:>10,.0f}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Servers under test, started as their own processes on loopback."""
 
 import os
+import resource
 import secrets
 import signal
 import socket
@@ -99,6 +100,7 @@ class ChatCluster:
                 proc.wait(15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait()
 
     def accounts(self, count: int) -> list[str]:
         """Tokens of `count` new users."""
@@ -112,6 +114,17 @@ class ChatCluster:
                 tokens.append(r.json()["access_token"])
         return tokens
 
+    def register(self, count: int) -> list[str]:
+        """Usernames of `count` new users, all with the password PASSWORD."""
+        names = []
+        with httpx.Client(base_url=self.urls[0], timeout=30) as http:
+            for _ in range(count):
+                name = f"b{secrets.token_hex(5)}"
+                r = http.post("/api/auth/register", json={"username": name, "password": PASSWORD})
+                r.raise_for_status()
+                names.append(name)
+        return names
+
     def create_room(self, token: str) -> str:
         name = f"bench-{secrets.token_hex(4)}"
         r = httpx.post(
@@ -121,6 +134,64 @@ class ChatCluster:
         )
         r.raise_for_status()
         return name
+
+
+@dataclass
+class BaselineServer:
+    """A baseline chat server (`bench.baseline_seed` or `bench.baseline_bare`), one process."""
+
+    module: str
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def ws_urls(self) -> list[str]:
+        return [f"ws://127.0.0.1:{self.port}"]
+
+    @property
+    def pids(self) -> list[int]:
+        return [self.proc.pid] if self.proc else []
+
+    def start(self) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", self.module, "--port", str(self.port)],
+            env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_listening(self.port, self.proc)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout_secs: float = 30) -> None:
+    deadline = time.monotonic() + timeout_secs
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server on port {port} exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+def raise_open_files_limit() -> int:
+    """Raise this process's open-files limit to its hard limit; children inherit it."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
 
 
 def wait_healthy(url: str, timeout_secs: float = 30) -> None:
