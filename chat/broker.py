@@ -16,7 +16,8 @@ from chat.settings import SettingsError
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[str, bytes], None]
+# Receives a channel's payloads, several at once when they were published together.
+Handler = Callable[[str, list[bytes]], None]
 # Called whenever events may have been missed: the broker (or another process's) reconnected.
 OnReconnect = Callable[[], None]
 
@@ -31,11 +32,12 @@ CATCH_UP_CHANNEL = "_catch-up"
 
 class Broker(Protocol):
     async def connect(self, handler: Handler, on_reconnect: OnReconnect) -> None:
-        """Start delivering every published (channel, payload) to `handler`."""
+        """Start delivering everything published to `handler`."""
 
     async def disconnect(self) -> None: ...
 
-    async def publish(self, channel: str, payload: bytes) -> None: ...
+    async def publish(self, channel: str, payloads: list[bytes]) -> None:
+        """Publish payloads on a channel, in order."""
 
     async def is_healthy(self) -> bool: ...
 
@@ -52,9 +54,9 @@ class MemoryBroker:
     async def disconnect(self) -> None:
         self._handler = None
 
-    async def publish(self, channel: str, payload: bytes) -> None:
+    async def publish(self, channel: str, payloads: list[bytes]) -> None:
         if self._handler is not None:
-            self._handler(channel, payload)
+            self._handler(channel, payloads)
 
     async def is_healthy(self) -> bool:
         return True
@@ -104,15 +106,19 @@ class RedisBroker:
             await asyncio.gather(self._listener, return_exceptions=True)
         await self._redis.aclose()
 
-    async def publish(self, channel: str, payload: bytes) -> None:
+    async def publish(self, channel: str, payloads: list[bytes]) -> None:
         from redis.exceptions import RedisError
 
         assert self._handler is not None
-        self._handler(channel, payload)
+        self._handler(channel, payloads)
         if not self._subscribed.is_set():
             return  # Down: the others catch up from the database when this one resubscribes.
         try:
-            await self._redis.publish(self._prefix + channel, self._node + b"|" + payload)
+            # One round trip for the lot; Redis keeps their order.
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for payload in payloads:
+                    pipe.publish(self._prefix + channel, self._node + b"|" + payload)
+                await pipe.execute()
         except (RedisError, OSError) as exc:
             # The listener's connection may look fine (Redis stalled rather than went away),
             # so it resubscribes when it sees this, and the others catch up then.
@@ -170,7 +176,7 @@ class RedisBroker:
             self._on_reconnect()
             return
         assert self._handler is not None
-        self._handler(name, payload)
+        self._handler(name, [payload])
 
 
 def check_broker(url: str) -> None:

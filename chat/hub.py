@@ -108,11 +108,22 @@ class Connection:
         message_id, text = frame
         if message_id and message_id <= self.floor:
             return
+        self._write(wire or wire_frame(text.encode()))
+
+    def push_run(self, frames: list[Frame], wire: bytes) -> None:
+        """Send consecutive messages; `wire` is all their frames, sent in one write."""
+        if not self.direct or frames[0][0] <= self.floor:
+            for frame in frames:
+                self.push(frame)
+            return
+        self._write(wire)
+
+    def _write(self, wire: bytes) -> None:
         protocol = self.protocol
         transport = protocol.transport
         if protocol.close_sent or transport.is_closing():
             return
-        transport.write(wire or wire_frame(text.encode()))
+        transport.write(wire)
         if transport.get_write_buffer_size() > self.buffer_max_bytes:
             self.kick(CLOSE_TOO_SLOW, "too slow; reconnect with since")
 
@@ -178,6 +189,17 @@ class RoomFeed:
             if connection.user != skip_user:
                 connection.push(frame, wire)
 
+    def fan_out_run(self, run: list[tuple[int, bytes]]) -> None:
+        """Send consecutive messages to every member, in one write per socket."""
+        if len(run) <= 1:
+            for seq, payload in run:
+                self.fan_out(seq, payload)
+            return
+        frames = [(seq, payload.decode()) for seq, payload in run]
+        wire = b"".join(wire_frame(payload) for _, payload in run)
+        for connection in tuple(self.members):
+            connection.push_run(frames, wire)
+
 
 class Hub:
     def __init__(self, fetch: Fetch) -> None:
@@ -226,26 +248,31 @@ class Hub:
         for feed in self._rooms.values():
             yield from feed.members
 
-    def deliver(self, channel: str, payload: bytes) -> None:
-        """Hand an event published on `room:NAME` to every local socket of that room."""
+    def deliver(self, channel: str, payloads: list[bytes]) -> None:
+        """Hand events published on `room:NAME` to every local socket of that room."""
         room = channel.removeprefix("room:")
         feed = self._rooms.get(room)
         if feed is None:
             return
-        event = orjson.loads(payload)
-        kind = event["type"]
-        if kind != "message":
-            feed.fan_out(0, payload, event["user"] if kind == "typing" else None)
-            return
-        seq = event["id"]
-        if feed.last is not None and seq == feed.last + 1 and not feed.held:
-            feed.last = seq
-            feed.fan_out(seq, payload)
-            return
-        if feed.last is not None and seq <= feed.last:
-            return  # Passed on already, read from the database during a gap.
-        feed.held[seq] = payload
-        self._pass_on(room, feed)
+        run: list[tuple[int, bytes]] = []  # Messages next in line, sent together.
+        for payload in payloads:
+            event = orjson.loads(payload)
+            kind = event["type"]
+            if kind != "message":
+                feed.fan_out_run(run)
+                run = []
+                feed.fan_out(0, payload, event["user"] if kind == "typing" else None)
+                continue
+            seq = event["id"]
+            if feed.last is not None and seq == feed.last + 1 and not feed.held:
+                feed.last = seq
+                run.append((seq, payload))
+            elif feed.last is None or seq > feed.last:
+                feed.held[seq] = payload
+            # Else passed on already, read from the database during a gap.
+        feed.fan_out_run(run)
+        if feed.held:
+            self._pass_on(room, feed)
 
     def catch_up(self) -> None:
         """After events may have been lost (broker reconnect): read every room up to date."""

@@ -103,13 +103,14 @@ class Services:
         await self.broker.disconnect()
         await self.engine.dispose()
 
-    def _on_event(self, channel: str, payload: bytes) -> None:
-        if channel == CONTROL_CHANNEL:
+    def _on_event(self, channel: str, payloads: list[bytes]) -> None:
+        if channel != CONTROL_CHANNEL:
+            self.hub.deliver(channel, payloads)
+            return
+        for payload in payloads:
             event = orjson.loads(payload)
             if event["type"] == "revoke":
                 self.hub.kick_token(event["token_id"], CLOSE_SIGNED_OUT, "signed out")
-            return
-        self.hub.deliver(channel, payload)
 
     async def revoke(self, claims: TokenClaims) -> None:
         """Sign a token out: refused from now on, and its live sockets closed everywhere."""
@@ -118,7 +119,7 @@ class Services:
         async with self.sessions() as session:
             await accounts.revoke_token(session, claims.token_id, claims.expires_at)
         event = {"type": "revoke", "token_id": claims.token_id}
-        await self.broker.publish(CONTROL_CHANNEL, events.encode(event))
+        await self.broker.publish(CONTROL_CHANNEL, [events.encode(event)])
 
     async def _messages_after(self, room: str, after: int) -> list[StoredMessage]:
         room_id = await self.rooms.id_of(room)
@@ -130,11 +131,18 @@ class Services:
     async def _publish_messages(self, messages: list[StoredMessage]) -> None:
         """Announce stored messages to their rooms; called only after their commit."""
         self.message_rate.add(len(messages))
+        # A room's messages of one commit go out together, so that each socket gets
+        # them in one write.
+        by_room: dict[str, list[bytes]] = {}
         for message in messages:
-            await self.publish(message.room, events.message_event(message))
+            by_room.setdefault(message.room, []).append(
+                events.encode(events.message_event(message))
+            )
+        for room, payloads in by_room.items():
+            await self.broker.publish(f"room:{room}", payloads)
 
     async def publish(self, room: str, event: dict[str, object]) -> None:
-        await self.broker.publish(f"room:{room}", events.encode(event))
+        await self.broker.publish(f"room:{room}", [events.encode(event)])
 
     async def announce_presence(self, room: str, event: str, user: str, users: list[str]) -> None:
         await self.publish(room, events.presence_event(room, event, user, users))
