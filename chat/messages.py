@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, tuple_, update
+from sqlalchemy import case, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -108,6 +108,27 @@ class _Pending:
     @property
     def key(self) -> tuple[int, int, str] | None:
         return None if self.nonce is None else (self.room_id, self.user_id, self.nonce)
+
+
+async def _take_seqs(session: AsyncSession, counts: dict[int, int]) -> dict[int, int]:
+    """Advance each room's `last_seq` by its count; the new values, by room id.
+
+    Two statements whatever the number of rooms: lock the rows in id order (so that
+    two processes never wait on each other crosswise; SQLite locks the whole file
+    and ignores FOR UPDATE), then move them all at once.
+    """
+    if not counts:
+        return {}
+    await session.execute(
+        select(Room.id).where(Room.id.in_(counts)).order_by(Room.id).with_for_update()
+    )
+    result = await session.execute(
+        update(Room)
+        .where(Room.id.in_(counts))
+        .values(last_seq=Room.last_seq + case(counts, value=Room.id))
+        .returning(Room.id, Room.last_seq)
+    )
+    return {room_id: last for room_id, last in result.all()}
 
 
 # Marks a nonce taken earlier in the same batch, until its message has its seq.
@@ -217,16 +238,11 @@ class MessageWriter:
                     by_nonce[key] = _PLACEHOLDER
                 new_by_room.setdefault(pending.room_id, []).append(pending)
             rows: list[dict[str, Any]] = []
-            # Rooms in id order, so that two processes lock them in the same order.
-            for room_id in sorted(new_by_room):
-                pendings = new_by_room[room_id]
-                last = await session.scalar(
-                    update(Room)
-                    .where(Room.id == room_id)
-                    .values(last_seq=Room.last_seq + len(pendings))
-                    .returning(Room.last_seq)
-                )
-                assert last is not None
+            last_seqs = await _take_seqs(
+                session, {room_id: len(p) for room_id, p in new_by_room.items()}
+            )
+            for room_id, pendings in new_by_room.items():
+                last = last_seqs[room_id]
                 for seq, p in enumerate(pendings, start=last - len(pendings) + 1):
                     rows.append(
                         {
