@@ -68,6 +68,8 @@ class Server:
     thread: threading.Thread | None = None
     server: uvicorn.Server | None = None
     admin: Account | None = None
+    # Replaces uvicorn's WebSocket protocol (the product's is "websockets-sansio").
+    ws_protocol: str | None = None
     _clients: list[httpx.Client] = field(default_factory=list)
 
     @property
@@ -86,10 +88,11 @@ class Server:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
+        options = uvicorn_options(self.settings)
+        if self.ws_protocol is not None:
+            options["ws"] = self.ws_protocol
         config = uvicorn.Config(
-            create_app(self.settings),
-            log_config=log_config("WARNING"),
-            **uvicorn_options(self.settings),
+            create_app(self.settings), log_config=log_config("WARNING"), **options
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(
