@@ -16,7 +16,6 @@ from chat.hub import wire_frame
 from tests.conftest import Server, make_settings, of_type, recv_until, unique
 from tests.ws_helpers import closed_with, welcome
 
-
 # uvicorn's older WebSocket protocol, used here on purpose, warns that it is deprecated.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
