@@ -17,7 +17,10 @@ from tests.conftest import Server, make_settings, of_type, recv_until, unique
 from tests.ws_helpers import closed_with, welcome
 
 # uvicorn's older WebSocket protocol, used here on purpose, warns that it is deprecated.
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:The `websockets` implementation is deprecated"),
+]
 
 
 @pytest.fixture
