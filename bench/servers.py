@@ -104,15 +104,14 @@ class ChatCluster:
 
     def accounts(self, count: int) -> list[str]:
         """Tokens of `count` new users."""
-        tokens = []
+        names = self.register(count)
         with httpx.Client(base_url=self.urls[0], timeout=30) as http:
-            for _ in range(count):
-                name = f"b{secrets.token_hex(5)}"
-                r = http.post("/api/auth/register", json={"username": name, "password": PASSWORD})
-                r.raise_for_status()
-                r = http.post("/api/auth/token", data={"username": name, "password": PASSWORD})
-                tokens.append(r.json()["access_token"])
-        return tokens
+            return [
+                http.post("/api/auth/token", data={"username": n, "password": PASSWORD}).json()[
+                    "access_token"
+                ]
+                for n in names
+            ]
 
     def register(self, count: int) -> list[str]:
         """Usernames of `count` new users, all with the password PASSWORD."""

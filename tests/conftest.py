@@ -162,20 +162,20 @@ class Server:
         )
 
 
-def postgres_available() -> bool:
+def _answers(port: int) -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
             return True
     except OSError:
         return False
+
+
+def postgres_available() -> bool:
+    return _answers(5432)
 
 
 def redis_available() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
-            return True
-    except OSError:
-        return False
+    return _answers(6379)
 
 
 def _run_async(coroutine: Any) -> Any:
