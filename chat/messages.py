@@ -5,12 +5,15 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
-from sqlalchemy import case, insert, select, tuple_, update
+from sqlalchemy import select
+from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from chat.db import Transactions
 from chat.errors import StorageUnavailable
 from chat.models import Message, Room, User, utcnow
 
@@ -110,29 +113,134 @@ class _Pending:
         return None if self.nonce is None else (self.room_id, self.user_id, self.nonce)
 
 
-async def _take_seqs(session: AsyncSession, counts: dict[int, int]) -> dict[int, int]:
-    """Advance each room's `last_seq` by its count; the new values, by room id.
+class _BatchSql:
+    """The writer's statements in one driver's own SQL: its placeholders, and the
+    column type's conversions of timestamps both ways."""
 
-    Two statements whatever the number of rooms: lock the rows in id order (so that
-    two processes never wait on each other crosswise; SQLite locks the whole file
-    and ignores FOR UPDATE), then move them all at once.
-    """
-    if not counts:
-        return {}
-    await session.execute(
-        select(Room.id).where(Room.id.in_(counts)).order_by(Room.id).with_for_update()
-    )
-    result = await session.execute(
-        update(Room)
-        .where(Room.id.in_(counts))
-        .values(last_seq=Room.last_seq + case(counts, value=Room.id))
-        .returning(Room.id, Room.last_seq)
-    )
-    return {room_id: last for room_id, last in result.all()}
+    def __init__(self, dialect: Dialect) -> None:
+        self._numbered = dialect.paramstyle == "numeric_dollar"
+        self._is_sqlite = dialect.name == "sqlite"
+        ts_type = Message.__table__.c.ts.type.dialect_impl(dialect)
+        self.ts_in: Callable[[Any], Any] = ts_type.bind_processor(dialect) or _same
+        self.ts_out: Callable[[Any], Any] = ts_type.result_processor(dialect, None) or _same
+
+    def _groups(self, count: int, width: int, first: int = 1) -> list[str]:
+        """`count` groups of `width` comma-separated placeholders, numbered from `first`."""
+        if not self._numbered:
+            return [",".join("?" * width)] * count
+        marks = [f"${n}" for n in range(first, first + count * width)]
+        return [",".join(marks[i : i + width]) for i in range(0, len(marks), width)]
+
+    def _rows(self, count: int, width: int, first: int = 1) -> str:
+        return ",".join(f"({group})" for group in self._groups(count, width, first))
+
+    def stored_with_nonce(self, keys: int) -> str:
+        # One equality per key: both databases look each up in the unique index,
+        # where a row-value IN made SQLite scan the whole table.
+        terms = " OR ".join(
+            "(m.room_id = {} AND m.user_id = {} AND m.nonce = {})".format(*group.split(","))
+            for group in self._groups(keys, 3)
+        )
+        return (
+            "SELECT m.room_id, m.user_id, m.nonce, m.seq, m.body, m.ts, u.username"
+            f" FROM messages AS m JOIN users AS u ON u.id = m.user_id WHERE {terms}"
+        )
+
+    def lock_rooms(self, rooms: int) -> str | None:
+        """Lock the rooms' rows in id order, so that two processes never wait on each
+        other crosswise; None on SQLite, whose BEGIN IMMEDIATE took the whole file."""
+        if self._is_sqlite:
+            return None
+        ids = ",".join(self._groups(rooms, 1))
+        return f"SELECT id FROM rooms WHERE id IN ({ids}) ORDER BY id FOR UPDATE"
+
+    def take_seqs(self, rooms: int) -> str:
+        # The cast types the count for PostgreSQL, which would take it for text.
+        whens = " ".join(
+            "WHEN {} THEN CAST({} AS BIGINT)".format(*group.split(","))
+            for group in self._groups(rooms, 2)
+        )
+        ids = ",".join(self._groups(rooms, 1, first=2 * rooms + 1))
+        return (
+            f"UPDATE rooms SET last_seq = last_seq + CASE id {whens} END"
+            f" WHERE id IN ({ids}) RETURNING id, last_seq"
+        )
+
+    def insert_messages(self, count: int) -> str:
+        return (
+            "INSERT INTO messages (room_id, seq, user_id, body, nonce, ts)"
+            f" VALUES {self._rows(count, 6)}"
+        )
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 # Marks a nonce taken earlier in the same batch, until its message has its seq.
 _PLACEHOLDER = StoredMessage(0, "", "", "", utcnow(), None)
+
+
+def _store_batch(
+    sql: _BatchSql, batch: list[_Pending], cursor: Any
+) -> list[tuple[StoredMessage, bool]]:
+    """Store the batch in the cursor's transaction: for each message, the stored message
+    and whether it is new; a repeated nonce gives the message stored before.
+
+    A handful of statements whatever the batch's size, each sending all its rows at
+    once: the writer's thread gives the event loop's thread the interpreter back on
+    each statement, and has to wait to get it again.
+    """
+    by_nonce = _already_stored(sql, batch, cursor)
+    new_by_room: dict[int, list[_Pending]] = {}
+    for pending in batch:
+        key = pending.key
+        if key is not None:
+            if key in by_nonce:
+                continue
+            by_nonce[key] = _PLACEHOLDER
+        new_by_room.setdefault(pending.room_id, []).append(pending)
+    if not new_by_room:
+        return [(by_nonce[p.key], False) for p in batch if p.key is not None]
+    rooms = sorted(new_by_room)
+    lock = sql.lock_rooms(len(rooms))
+    if lock is not None:
+        cursor.execute(lock, rooms)
+    counts = [value for room_id in rooms for value in (room_id, len(new_by_room[room_id]))]
+    cursor.execute(sql.take_seqs(len(rooms)), [*counts, *rooms])
+    last_seqs = dict(cursor.fetchall())
+    inserted: dict[int, StoredMessage] = {}  # id(pending) -> its new message
+    values: list[Any] = []
+    for room_id, pendings in new_by_room.items():
+        last = last_seqs[room_id]
+        for seq, p in enumerate(pendings, start=last - len(pendings) + 1):
+            values += (room_id, seq, p.user_id, p.body, p.nonce, sql.ts_in(p.ts))
+            message = StoredMessage(seq, p.room, p.username, p.body, p.ts, p.nonce)
+            inserted[id(p)] = message
+            if p.key is not None:
+                by_nonce[p.key] = message
+    cursor.execute(sql.insert_messages(len(inserted)), values)
+    return [
+        (inserted[id(p)], True) if id(p) in inserted else (by_nonce[p.key], False)  # type: ignore[index]
+        for p in batch
+    ]
+
+
+def _already_stored(
+    sql: _BatchSql, batch: list[_Pending], cursor: Any
+) -> dict[tuple[int, int, str], StoredMessage]:
+    keys = list({p.key for p in batch if p.key is not None})
+    if not keys:
+        return {}
+    cursor.execute(sql.stored_with_nonce(len(keys)), [v for key in keys for v in key])
+    rooms = {p.room_id: p.room for p in batch}
+    return {
+        (room_id, user_id, nonce): StoredMessage(
+            seq, rooms[room_id], username, body, sql.ts_out(ts), nonce
+        )
+        for room_id, user_id, nonce, seq, body, ts, username in cursor.fetchall()
+    }
+
 
 OnStored = Callable[[list[StoredMessage]], Awaitable[None]]
 
@@ -145,8 +253,9 @@ class MessageWriter:
     number of fsyncs grows with the commit rate, not the message rate.
     """
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], on_stored: OnStored) -> None:
-        self._sessions = sessions
+    def __init__(self, transactions: Transactions, on_stored: OnStored) -> None:
+        self._transactions = transactions
+        self._sql = _BatchSql(transactions.dialect)
         self._on_stored = on_stored
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -199,13 +308,15 @@ class MessageWriter:
     async def _write(self, batch: list[_Pending]) -> None:
         try:
             try:
-                created = await self._commit(batch)
+                results = await self._transactions.run(partial(_store_batch, self._sql, batch))
             except IntegrityError:
                 # Another process stored one of these nonces in the meantime:
                 # one transaction per message sorts out which.
-                created = []
+                results = []
                 for pending in batch:
-                    created += await self._commit([pending])
+                    results += await self._transactions.run(
+                        partial(_store_batch, self._sql, [pending])
+                    )
         except Exception as exc:
             # Whatever went wrong, the writer must live on: every later message
             # would wait for it forever.
@@ -214,79 +325,19 @@ class MessageWriter:
                 if not pending.future.done():
                     pending.future.set_exception(StorageUnavailable())
             return
+        # Only now, after the commit, is any message acknowledged.
+        created: list[StoredMessage] = []
+        for pending, (message, is_new) in zip(batch, results, strict=True):
+            if is_new:
+                created.append(message)
+            if not pending.future.done():
+                pending.future.set_result((message, is_new))
         # Let the callers' callbacks (repeated-nonce acknowledgements) run before
         # the broadcast, so that each sender hears back in the order it sent.
         await asyncio.sleep(0)
         if created:
+            created.sort(key=lambda m: (m.room, m.id))
             try:
                 await self._on_stored(created)
             except Exception:
                 log.exception("publishing stored messages failed")
-
-    async def _commit(self, batch: list[_Pending]) -> list[StoredMessage]:
-        """Store the batch in one transaction; a repeated nonce resolves to the stored message."""
-        inserted: dict[int, StoredMessage] = {}  # id(pending) -> its new message
-        by_nonce: dict[tuple[int, int, str], StoredMessage] = {}
-        async with self._sessions() as session:
-            by_nonce.update(await self._already_stored(session, batch))
-            new_by_room: dict[int, list[_Pending]] = {}
-            for pending in batch:
-                key = pending.key
-                if key is not None:
-                    if key in by_nonce:
-                        continue
-                    by_nonce[key] = _PLACEHOLDER
-                new_by_room.setdefault(pending.room_id, []).append(pending)
-            rows: list[dict[str, Any]] = []
-            last_seqs = await _take_seqs(
-                session, {room_id: len(p) for room_id, p in new_by_room.items()}
-            )
-            for room_id, pendings in new_by_room.items():
-                last = last_seqs[room_id]
-                for seq, p in enumerate(pendings, start=last - len(pendings) + 1):
-                    rows.append(
-                        {
-                            "room_id": room_id,
-                            "seq": seq,
-                            "user_id": p.user_id,
-                            "body": p.body,
-                            "nonce": p.nonce,
-                            "ts": p.ts,
-                        }
-                    )
-                    message = StoredMessage(seq, p.room, p.username, p.body, p.ts, p.nonce)
-                    inserted[id(p)] = message
-                    if p.key is not None:
-                        by_nonce[p.key] = message
-            if rows:
-                await session.execute(insert(Message), rows)
-            await session.commit()
-        # Only now, after the commit, is any message acknowledged.
-        for pending in batch:
-            if pending.future.done():
-                continue
-            if id(pending) in inserted:
-                pending.future.set_result((inserted[id(pending)], True))
-            else:
-                assert pending.key is not None
-                pending.future.set_result((by_nonce[pending.key], False))
-        return sorted(inserted.values(), key=lambda m: (m.room, m.id))
-
-    async def _already_stored(
-        self, session: AsyncSession, batch: list[_Pending]
-    ) -> dict[tuple[int, int, str], StoredMessage]:
-        keys = {p.key for p in batch if p.key is not None}
-        if not keys:
-            return {}
-        rooms = {p.room_id: p.room for p in batch}
-        rows = await session.execute(
-            select(Message, User.username)
-            .join(User, User.id == Message.user_id)
-            .where(tuple_(Message.room_id, Message.user_id, Message.nonce).in_(list(keys)))
-        )
-        return {
-            (m.room_id, m.user_id, m.nonce): StoredMessage(
-                m.seq, rooms[m.room_id], username, m.body, m.ts, m.nonce
-            )
-            for m, username in rows
-        }

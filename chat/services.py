@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from chat import accounts, events, messages
 from chat.broker import Broker, RedisBroker, create_broker
-from chat.db import create_engine, session_factory
+from chat.db import Transactions, create_engine, session_factory, write_transactions
 from chat.hub import Hub
 from chat.messages import MessageWriter, StoredMessage
 from chat.metrics import LoopLag, MessageRate
@@ -35,6 +35,8 @@ class Services:
     signing_key: str
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    # Where the message writer's transactions run.
+    transactions: Transactions
     broker: Broker
     presence: Presence
     rooms: RoomDirectory
@@ -58,7 +60,7 @@ class Services:
             RateLimiter(s.login_failures_burst, s.login_failures_per_min / 60),
             RateLimiter(s.login_address_failures_burst, s.login_address_failures_per_min / 60),
         )
-        self.writer = MessageWriter(self.sessions, self._publish_messages)
+        self.writer = MessageWriter(self.transactions, self._publish_messages)
         self.hub = Hub(self._messages_after)
 
     @classmethod
@@ -76,6 +78,7 @@ class Services:
             signing_key=settings.signing_key(),
             engine=engine,
             sessions=sessions,
+            transactions=write_transactions(settings, engine),
             broker=broker,
             presence=presence,
             rooms=RoomDirectory(sessions),
@@ -99,6 +102,7 @@ class Services:
         # finish; store what they submitted, then let go of broker and database.
         await self.loop_lag.stop()
         await self.writer.stop()
+        await self.transactions.close()
         await self.presence.stop()
         await self.broker.disconnect()
         await self.engine.dispose()
