@@ -11,7 +11,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
+from starlette.routing import Match, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from chat import pages, ws
 from chat.db import PROJECT_DIR
@@ -57,16 +59,25 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-class RawSocketScope:
-    """Keeps the server's own `send` of each WebSocket in its scope, before middleware
-    wraps it, so the hub can write pre-encoded frames straight to the socket."""
+class SocketRoutes:
+    """Sends each WebSocket straight to its endpoint (`chat.ws.routes`), past the HTTP
+    middleware and FastAPI's per-request machinery, which a socket would hold for its
+    whole life. Keeps the server's own `send` in the scope, so that the hub can write
+    pre-encoded frames straight to the socket."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, routes: list[WebSocketRoute]) -> None:
         self.app = app
+        self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
             scope[SERVER_SEND_KEY] = send
+            for route in self.routes:
+                match, child_scope = route.matches(scope)
+                if match is Match.FULL:
+                    scope.update(child_scope)
+                    await route.endpoint(WebSocket(scope, receive=receive, send=send))
+                    return
         await self.app(scope, receive, send)
 
 
@@ -164,8 +175,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(BodyLimit)
-    app.add_middleware(RawSocketScope)  # Outermost: it must see the server's own send.
-    for router in (auth.router, rooms.router, admin.router, health.router, ws.router):
+    # Outermost of these: it must see the server's own send.
+    app.add_middleware(SocketRoutes, routes=ws.routes)
+    for router in (auth.router, rooms.router, admin.router, health.router):
         app.include_router(router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=PROJECT_DIR / "static"), name="static")

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import orjson
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketDisconnect
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from chat import events
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 # Close code for a socket that could not keep up with its room.
 CLOSE_TOO_SLOW = 1013
+CLOSE_GOING_AWAY = 1001
 
 # A frame to send: the message id it carries (0 for other frames) and its text.
 Frame = tuple[int, str]
@@ -45,7 +46,7 @@ def wire_frame(payload: bytes) -> bytes:
     return header + payload
 
 
-# Where `RawSocketScope` leaves the server's send callable of a WebSocket scope.
+# Where `chat.app.SocketRoutes` leaves the server's send callable of a WebSocket scope.
 SERVER_SEND_KEY = "chat.server_send"
 
 
@@ -56,15 +57,23 @@ def _raw_protocol(websocket: WebSocket) -> Any:
 
 
 class Connection:
+    """One room socket as the fan-out sees it.
+
+    Kept small: a server holds thousands of idle ones. Its handler reads from the
+    socket in its own task, `reader`, which `kick` cancels to end the connection.
+    """
+
     __slots__ = (
         "buffer_max_bytes",
         "close_code",
         "close_reason",
         "direct",
-        "done",
         "floor",
+        "pending",
         "protocol",
         "queue",
+        "queue_max",
+        "reader",
         "room",
         "sender",
         "token_id",
@@ -85,30 +94,39 @@ class Connection:
         self.room = room
         self.user = user
         self.token_id = token_id
-        self.queue: asyncio.Queue[Frame] = asyncio.Queue(queue_max)
+        self.queue_max = queue_max
         self.buffer_max_bytes = buffer_max_bytes
         self.protocol = _raw_protocol(websocket)
+        # Frames published before the welcome went out; None once it has.
+        self.pending: list[Frame] | None = []
         # True once frames go straight to the transport.
         self.direct = False
+        # Only on servers whose transport cannot be written to: frames for `sender`.
+        self.queue: asyncio.Queue[Frame] | None = None
+        self.sender: asyncio.Task[None] | None = None
         # Messages up to this id were sent in the welcome's history already.
         self.floor = 0
-        self.sender: asyncio.Task[None] | None = None
+        self.reader: asyncio.Task[None] | None = None
         self.close_code: int | None = None
         self.close_reason = ""
-        self.done = asyncio.Event()
 
     def push(self, frame: Frame, wire: bytes | None = None) -> None:
         """Send `frame` without waiting; `wire` is its encoded frame, if already made."""
-        if not self.direct:
+        if self.direct:
+            message_id, text = frame
+            if message_id and message_id <= self.floor:
+                return
+            self._write(wire or wire_frame(text.encode()))
+        elif self.queue is not None:
             try:
                 self.queue.put_nowait(frame)
             except asyncio.QueueFull:
                 self.kick(CLOSE_TOO_SLOW, "too slow; reconnect with since")
-            return
-        message_id, text = frame
-        if message_id and message_id <= self.floor:
-            return
-        self._write(wire or wire_frame(text.encode()))
+        elif self.pending is not None:
+            if len(self.pending) >= self.queue_max:
+                self.kick(CLOSE_TOO_SLOW, "too slow; reconnect with since")
+            else:
+                self.pending.append(frame)
 
     def push_run(self, frames: list[Frame], wire: bytes) -> None:
         """Send consecutive messages; `wire` is all their frames, sent in one write."""
@@ -129,30 +147,41 @@ class Connection:
 
     def start_sending(self) -> None:
         """After the welcome: send what queued up meanwhile, then every frame as it comes."""
+        pending, self.pending = self.pending or [], None
         if self.close_code is not None:
             return
         if self.protocol is None:
+            self.queue = asyncio.Queue(self.queue_max)
+            for frame in pending:  # No more than queue_max: push() saw to that.
+                self.queue.put_nowait(frame)
             self.sender = asyncio.create_task(self._send_forever())
             return
         self.direct = True
-        while not self.queue.empty():
-            self.push(self.queue.get_nowait())
+        for frame in pending:
+            self.push(frame)
 
     def kick(self, code: int, reason: str) -> None:
-        """End this connection with `code`: its handler closes the socket."""
-        if self.close_code is None:
-            self.close_code, self.close_reason = code, reason
+        """End this connection with `code`: its handler stops reading and closes the socket."""
+        if self.close_code is not None:
+            return
+        self.close_code, self.close_reason = code, reason
         if self.sender is not None:
             self.sender.cancel()
-        self.done.set()
+        # From its own task the handler sees `close_code` when it reads on.
+        if self.reader is not None and self.reader is not asyncio.current_task():
+            self.reader.cancel()
 
     async def _send_forever(self) -> None:
+        assert self.queue is not None
         queue, send = self.queue, self.websocket.send_text
-        while True:
-            message_id, text = await queue.get()
-            if message_id and message_id <= self.floor:
-                continue
-            await send(text)
+        try:
+            while True:
+                message_id, text = await queue.get()
+                if message_id and message_id <= self.floor:
+                    continue
+                await send(text)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            self.kick(CLOSE_GOING_AWAY, "send failed")
 
 
 Fetch = Callable[[str, int], Awaitable[list[StoredMessage]]]

@@ -5,11 +5,12 @@ import contextlib
 import functools
 import logging
 import time
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import orjson
-from fastapi import APIRouter, WebSocket
-from starlette.websockets import WebSocketDisconnect
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from chat import events, messages
 from chat.deps import ACCESS_COOKIE, authenticate_token, get_services
@@ -21,7 +22,6 @@ from chat.security import TokenClaims
 from chat.services import Services
 
 log = logging.getLogger(__name__)
-router = APIRouter()
 
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_BAD_REQUEST = 4400
@@ -89,9 +89,10 @@ async def _close(websocket: WebSocket, code: int, reason: str) -> None:
         await websocket.close(code, reason)
 
 
-@router.websocket("/ws/rooms/{name}")
-async def room_socket(websocket: WebSocket, name: str) -> None:
+async def room_socket(websocket: WebSocket) -> None:
+    """`/ws/rooms/{name}`: a room's live chat."""
     services = get_services(websocket)
+    name = websocket.path_params["name"]
     # Accept before refusing: a browser only learns a close code from an open socket.
     await websocket.accept()
     try:
@@ -118,59 +119,73 @@ async def room_socket(websocket: WebSocket, name: str) -> None:
         settings.send_queue_max,
         settings.send_buffer_max_bytes,
     )
-    await _serve(connection, user, room_id, since, claims.expires_at.timestamp(), services)
+    # Only what the socket's life needs is kept, not the ORM's user and the claims.
+    member = Member(user.id, user.username, user.username_key)
+    expires_at = claims.expires_at.timestamp()
+    del user, claims
+    await _serve(connection, member, room_id, since, expires_at, services)
+
+
+class Member(NamedTuple):
+    """The user of a room socket."""
+
+    id: int
+    username: str
+    username_key: str
 
 
 async def _serve(
     connection: Connection,
-    user: User,
+    member: Member,
     room_id: int,
     since: int | None,
     expires_at: float,
     services: Services,
 ) -> None:
     room, websocket = connection.room, connection.websocket
+    reader = asyncio.current_task()
     # Join the fan-out first and read history second: whatever is published in
     # between is queued, and the floor drops what the history already holds.
     services.hub.add(connection)
-    loop = asyncio.get_running_loop()
-    expiry = loop.call_later(
+    connection.reader = reader
+    expiry = asyncio.get_running_loop().call_later(
         max(0.0, expires_at - time.time()),
         connection.kick,
         CLOSE_POLICY_VIOLATION,
         "token expired",
     )
-    tasks: list[asyncio.Task[None]] = []
     try:
-        users = await services.presence.join(room, user.username)
+        users = await services.presence.join(room, member.username)
         if users is not None:
-            await services.announce_presence(room, "join", user.username, users)
+            await services.announce_presence(room, "join", member.username, users)
         else:
             users = await services.presence.users(room)
         last_seq, history, truncated = await _history(services, room_id, room, since)
         connection.floor = history[-1].id if history else min(since or 0, last_seq)
         services.hub.start_feed(room, last_seq)
-        welcome = events.welcome_event(room, user.username, users, history, truncated)
+        welcome = events.welcome_event(room, member.username, users, history, truncated)
+        del users, history
         await websocket.send_text(events.encode(welcome).decode())
+        del welcome
         connection.start_sending()
-        tasks = [
-            asyncio.create_task(_receive(connection, user, room_id, services)),
-            asyncio.create_task(connection.done.wait()),
-        ]
-        if connection.sender is not None:
-            tasks.append(connection.sender)
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        await _receive(connection, member, room_id, services)
+    except asyncio.CancelledError:
+        # kick() ends a connection this way; any other cancellation goes on.
+        if connection.close_code is None or (reader is not None and reader.uncancel()):
+            raise
     except (WebSocketDisconnect, RuntimeError, OSError):
-        pass  # The peer went away during the welcome.
+        pass  # The peer went away.
     finally:
+        # From here on a kick no longer cancels: the cleanup below must run whole.
+        connection.reader = None
         expiry.cancel()
         services.hub.remove(connection)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        left = await services.presence.leave(room, user.username)
+        if connection.sender is not None:
+            connection.sender.cancel()
+            await asyncio.gather(connection.sender, return_exceptions=True)
+        left = await services.presence.leave(room, member.username)
         if left is not None:
-            await services.announce_presence(room, "leave", user.username, left)
+            await services.announce_presence(room, "leave", member.username, left)
     if connection.close_code is not None:
         await _close(websocket, connection.close_code, connection.close_reason)
 
@@ -202,12 +217,15 @@ class _Strikes:
         return len(self._times) > self._limit
 
 
-async def _receive(connection: Connection, user: User, room_id: int, services: Services) -> None:
+async def _receive(
+    connection: Connection, member: Member, room_id: int, services: Services
+) -> None:
+    """Read the client's frames until it goes or its connection is kicked."""
     settings = services.settings
     strikes = _Strikes(settings.abuse_max_errors, settings.abuse_window_secs)
     typing = _TypingThrottle()
     inflight: set[asyncio.Future[tuple[StoredMessage, bool]]] = set()
-    while True:
+    while connection.close_code is None:
         frame = await connection.websocket.receive()
         if frame["type"] == "websocket.disconnect":
             return
@@ -215,7 +233,7 @@ async def _receive(connection: Connection, user: User, room_id: int, services: S
         if text is None:
             error = events.error_event("invalid_message", "frames must be JSON text")
         else:
-            error = await _handle(text, connection, user, room_id, services, typing, inflight)
+            error = await _handle(text, connection, member, room_id, services, typing, inflight)
         if error is not None:
             connection.push((0, events.encode(error).decode()))
             if strikes.add():
@@ -238,7 +256,7 @@ class _TypingThrottle:
 async def _handle(
     text: str,
     connection: Connection,
-    user: User,
+    member: Member,
     room_id: int,
     services: Services,
     typing: _TypingThrottle,
@@ -255,7 +273,7 @@ async def _handle(
     if kind == "typing":
         if typing.allow():
             await services.publish(
-                connection.room, events.typing_event(connection.room, user.username)
+                connection.room, events.typing_event(connection.room, member.username)
             )
         return None
     if kind != "message":
@@ -279,9 +297,9 @@ async def _handle(
             f"nonce must be a string of 1-{NONCE_MAX_CHARS} characters, without NUL",
         )
     try:
-        await services.limiter.acquire(user.username_key)
+        await services.limiter.acquire(member.username_key)
         stored = services.writer.submit(
-            connection.room, room_id, user.id, user.username, body, nonce
+            connection.room, room_id, member.id, member.username, body, nonce
         )
     except RateLimited as exc:
         return events.error_event("rate_limited", str(exc))
@@ -312,8 +330,8 @@ def _answer_stored(
         connection.push((0, events.encode(events.message_event(message)).decode()))
 
 
-@router.websocket("/ws/admin")
 async def admin_socket(websocket: WebSocket) -> None:
+    """`/ws/admin`: the admins' live view of the rooms."""
     services = get_services(websocket)
     await websocket.accept()
     try:
@@ -349,3 +367,12 @@ async def _drain(websocket: WebSocket) -> None:
     """Read and ignore what an admin view sends, until it goes away."""
     while (await websocket.receive())["type"] != "websocket.disconnect":
         pass
+
+
+# Plain Starlette routes, dispatched by `chat.app.SocketRoutes` ahead of the HTTP
+# middleware and FastAPI's per-request machinery: a socket holds its whole call
+# chain for as long as it is open, so each layer costs memory per socket.
+routes = [
+    WebSocketRoute("/ws/rooms/{name}", room_socket),
+    WebSocketRoute("/ws/admin", admin_socket),
+]
