@@ -30,8 +30,8 @@ log = logging.getLogger(__name__)
 CLOSE_TOO_SLOW = 1013
 CLOSE_GOING_AWAY = 1001
 
-# A frame to send: the message id it carries (0 for other frames) and its text.
-Frame = tuple[int, str]
+# A frame to send: the message id it carries (0 for other frames) and its encoded event.
+Frame = tuple[int, bytes]
 
 
 def wire_frame(payload: bytes) -> bytes:
@@ -113,10 +113,10 @@ class Connection:
     def push(self, frame: Frame, wire: bytes | None = None) -> None:
         """Send `frame` without waiting; `wire` is its encoded frame, if already made."""
         if self.direct:
-            message_id, text = frame
+            message_id, payload = frame
             if message_id and message_id <= self.floor:
                 return
-            self._write(wire or wire_frame(text.encode()))
+            self._write(wire or wire_frame(payload))
         elif self.queue is not None:
             try:
                 self.queue.put_nowait(frame)
@@ -176,10 +176,10 @@ class Connection:
         queue, send = self.queue, self.websocket.send_text
         try:
             while True:
-                message_id, text = await queue.get()
+                message_id, payload = await queue.get()
                 if message_id and message_id <= self.floor:
                     continue
-                await send(text)
+                await send(payload.decode())
         except (WebSocketDisconnect, RuntimeError, OSError):
             self.kick(CLOSE_GOING_AWAY, "send failed")
 
@@ -213,7 +213,7 @@ class RoomFeed:
 
     def fan_out(self, seq: int, payload: bytes, skip_user: str | None = None) -> None:
         """Send an encoded event (a message if `seq`) to every member but `skip_user`."""
-        frame, wire = (seq, payload.decode()), wire_frame(payload)
+        frame, wire = (seq, payload), wire_frame(payload)
         for connection in tuple(self.members):
             if connection.user != skip_user:
                 connection.push(frame, wire)
@@ -224,10 +224,9 @@ class RoomFeed:
             for seq, payload in run:
                 self.fan_out(seq, payload)
             return
-        frames = [(seq, payload.decode()) for seq, payload in run]
         wire = b"".join(wire_frame(payload) for _, payload in run)
         for connection in tuple(self.members):
-            connection.push_run(frames, wire)
+            connection.push_run(run, wire)
 
 
 class Hub:

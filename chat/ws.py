@@ -235,7 +235,7 @@ async def _receive(
         else:
             error = await _handle(text, connection, member, room_id, services, typing, inflight)
         if error is not None:
-            connection.push((0, events.encode(error).decode()))
+            connection.push((0, events.encode(error)))
             if strikes.add():
                 connection.kick(CLOSE_POLICY_VIOLATION, "too many bad frames")
                 return
@@ -322,12 +322,12 @@ def _answer_stored(
         return
     if stored.exception() is not None:
         error = events.error_event("unavailable", str(StorageUnavailable()))
-        connection.push((0, events.encode(error).decode()))
+        connection.push((0, events.encode(error)))
         return
     message, is_new = stored.result()
     if not is_new:
         # A retry of a stored message: acknowledge it again, to the sender only.
-        connection.push((0, events.encode(events.message_event(message)).decode()))
+        connection.push((0, events.encode(events.message_event(message))))
 
 
 async def admin_socket(websocket: WebSocket) -> None:
