@@ -63,6 +63,8 @@ class Transactions(Protocol):
     """
 
     dialect: Dialect
+    # What the driver raises when a unique index refuses a row.
+    integrity_error: type[Exception]
 
     async def run(self, work: Work[T]) -> T: ...
 
@@ -81,6 +83,7 @@ class ThreadTransactions:
 
     def __init__(self, settings: Settings) -> None:
         self.dialect = sqlite.dialect()
+        self.integrity_error = sqlite3.IntegrityError
         self._url = make_url(settings.async_database_url)
         self._conn: sqlite3.Connection | None = None
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
@@ -129,6 +132,7 @@ class AsyncTransactions:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.dialect = engine.dialect
+        self.integrity_error = engine.dialect.loaded_dbapi.IntegrityError
         self._engine = engine
 
     async def run(self, work: Work[T]) -> T:

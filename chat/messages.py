@@ -10,7 +10,6 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.engine.interfaces import Dialect
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat.db import Transactions
@@ -309,7 +308,7 @@ class MessageWriter:
         try:
             try:
                 results = await self._transactions.run(partial(_store_batch, self._sql, batch))
-            except IntegrityError:
+            except self._transactions.integrity_error:
                 # Another process stored one of these nonces in the meantime:
                 # one transaction per message sorts out which.
                 results = []

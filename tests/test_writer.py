@@ -3,17 +3,26 @@
 import asyncio
 import sqlite3
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy.dialects import sqlite
 
 from chat import messages
-from chat.db import create_engine, migrate, session_factory, write_transactions
+from chat.db import (
+    AsyncTransactions,
+    Work,
+    create_engine,
+    migrate,
+    session_factory,
+    write_transactions,
+)
 from chat.messages import MessageWriter, StoredMessage, _BatchSql
 from chat.models import Room, User
 from chat.settings import Settings
-from tests.conftest import drop_postgres_database, make_settings
+from tests.conftest import drop_postgres_database, make_settings, new_postgres_database
 
 ROOMS = ("alpha", "beta", "gamma")
+T = TypeVar("T")
 
 
 async def _write_and_read_back(settings: Settings) -> None:
@@ -93,3 +102,69 @@ def test_nonce_lookup_uses_the_unique_index_on_sqlite(tmp_path: Path) -> None:
     details = [row[-1] for row in plan]
     assert any("USING INDEX uq_messages_room_user_nonce" in d for d in details), details
     assert not any(d.startswith("SCAN m") for d in details), details
+
+
+class HeldOpen(AsyncTransactions):
+    """Real transactions, each held open after its work until `release` is set."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.worked = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def run(self, work: Work[T]) -> T:
+        async with self._engine.begin() as conn:
+            result = await conn.run_sync(lambda sync: work(sync.connection.cursor()))
+            self.worked.set()
+            await self.release.wait()
+            return result
+
+
+async def _race_on_one_nonce(settings: Settings) -> None:
+    engine = create_engine(settings)
+    async with session_factory(engine)() as session:
+        user, room = User(username="ann", username_key="ann", password_hash="-"), Room(name="r")
+        session.add_all([user, room])
+        await session.commit()
+    announced: list[StoredMessage] = []
+
+    async def on_stored(stored: list[StoredMessage]) -> None:
+        announced.extend(stored)
+
+    first_transactions = HeldOpen(engine)
+    first = MessageWriter(first_transactions, on_stored)
+    second = MessageWriter(write_transactions(settings, engine), on_stored)
+    first.start()
+    second.start()
+    try:
+        # Two processes' writers take the same retried message: the first has stored
+        # it but not committed when the second looks for the nonce and finds nothing.
+        mine = first.submit("r", room.id, user.id, "ann", "hello", "n1")
+        await first_transactions.worked.wait()
+        theirs = second.submit("r", room.id, user.id, "ann", "hello", "n1")
+        other = second.submit("r", room.id, user.id, "ann", "next", "n2")
+        await asyncio.sleep(0.3)  # The second writer now waits on the room's lock.
+        first_transactions.release.set()
+        (stored, is_new), (again, again_new), (following, following_new) = await asyncio.wait_for(
+            asyncio.gather(mine, theirs, other), 10
+        )
+        assert is_new and stored.id == 1
+        assert not again_new and again == stored, "the second writer answers with the first's"
+        assert following_new and following.id == 2, "the rest of its batch is stored, no gap"
+        assert [m.id for m in announced] == [1, 2]
+    finally:
+        first_transactions.release.set()
+        await first.stop()
+        await second.stop()
+        await engine.dispose()
+
+
+def test_writers_racing_on_one_nonce_store_it_once(tmp_path: Path) -> None:
+    # Only PostgreSQL lets two writers' transactions overlap; SQLite's BEGIN IMMEDIATE
+    # runs them one after the other, so the second always sees the first's row.
+    settings = make_settings(tmp_path, database_url=new_postgres_database())
+    try:
+        migrate(settings)
+        asyncio.run(_race_on_one_nonce(settings))
+    finally:
+        drop_postgres_database(settings.database_url)
