@@ -101,7 +101,8 @@ class ThreadTransactions:
             result = work(conn.cursor())
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # Not when BEGIN itself failed.
+                conn.execute("ROLLBACK")
             raise
         return result
 

@@ -5,6 +5,8 @@ import sqlite3
 from pathlib import Path
 from typing import TypeVar
 
+import pytest
+from sqlalchemy import text
 from sqlalchemy.dialects import sqlite
 
 from chat import messages
@@ -16,6 +18,7 @@ from chat.db import (
     session_factory,
     write_transactions,
 )
+from chat.errors import StorageUnavailable
 from chat.messages import MessageWriter, StoredMessage, _BatchSql
 from chat.models import Room, User
 from chat.settings import Settings
@@ -102,6 +105,48 @@ def test_nonce_lookup_uses_the_unique_index_on_sqlite(tmp_path: Path) -> None:
     details = [row[-1] for row in plan]
     assert any("USING INDEX uq_messages_room_user_nonce" in d for d in details), details
     assert not any(d.startswith("SCAN m") for d in details), details
+
+
+async def _outage(settings: Settings) -> None:
+    engine = create_engine(settings)
+    sessions = session_factory(engine)
+    async with sessions() as session:
+        user, room = User(username="ann", username_key="ann", password_hash="-"), Room(name="r")
+        session.add_all([user, room])
+        await session.commit()
+
+    async def on_stored(stored: list[StoredMessage]) -> None:
+        pass
+
+    async def rename(old: str, new: str) -> None:
+        async with engine.begin() as conn:
+            await conn.execute(text(f"ALTER TABLE {old} RENAME TO {new}"))
+
+    transactions = write_transactions(settings, engine)
+    writer = MessageWriter(transactions, on_stored)
+    writer.start()
+    try:
+        await rename("messages", "messages_away")
+        with pytest.raises(StorageUnavailable):
+            await writer.store("r", room.id, user.id, "ann", "lost", "n1")
+        await rename("messages_away", "messages")
+        # The writer lives on, and the failed batch took no number.
+        stored, is_new = await writer.store("r", room.id, user.id, "ann", "kept", "n1")
+        assert is_new and stored.id == 1 and stored.body == "kept"
+    finally:
+        await writer.stop()
+        await transactions.close()
+        await engine.dispose()
+
+
+def test_writer_reports_a_storage_outage_and_lives_on(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    try:
+        migrate(settings)
+        asyncio.run(_outage(settings))
+    finally:
+        if settings.database_url.startswith("postgresql"):
+            drop_postgres_database(settings.database_url)
 
 
 class HeldOpen(AsyncTransactions):
