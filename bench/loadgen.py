@@ -133,26 +133,73 @@ class Target:
         return sockets
 
 
-async def member(ws: ClientConnection, tally: Tally, stop: asyncio.Event, mark: bytes) -> None:
-    # Bytes, not parsed JSON: the load generator must cost far less per frame than
-    # the server, or it would measure itself.
-    with contextlib.suppress(ConnectionClosed):
-        while True:
-            raw = await ws.recv(decode=False)
-            now = time.time()
-            start = raw.find(mark)
-            if start < 0:
-                continue
-            start += len(mark)
-            sent_at = float(raw[start : raw.index(b"|", start)])
-            tally.deliveries += 1
-            tally.latencies_ms.append((now - sent_at) * 1000)
-            tally.first_at = tally.first_at or now
-            tally.last_at = now
-            if tally.deliveries == tally.expected:
-                tally.all_in.set()
-            if stop.is_set():
-                return
+class FrameReader(asyncio.Protocol):
+    """Takes over a member socket's transport once its welcome is read, and reads the
+    server's frames off it without a WebSocket library.
+
+    The load generator must cost far less per delivery than the servers it measures,
+    or in large rooms it measures itself: a library's task wake-up and frame object
+    per delivery cost more than the product's own work. Server frames are unmasked,
+    so reading one is its length, and the mark in a text frame gives the send time.
+    """
+
+    def __init__(self, transport: asyncio.Transport, tally: Tally, mark: bytes) -> None:
+        self.transport = transport
+        self.tally = tally
+        self.mark = mark
+        self.buffer = bytearray()
+        self.reading = True
+        transport.set_protocol(self)
+
+    def data_received(self, data: bytes) -> None:
+        now = time.time()
+        buffer = self.buffer
+        buffer += data
+        size, at = len(buffer), 0
+        while size - at >= 2:
+            length, head = buffer[at + 1] & 0x7F, 2
+            if length == 126:
+                length, head = int.from_bytes(buffer[at + 2 : at + 4], "big"), 4
+            elif length == 127:
+                length, head = int.from_bytes(buffer[at + 2 : at + 10], "big"), 10
+            end = at + head + length
+            if end > size:
+                break
+            opcode = buffer[at] & 0x0F
+            if opcode == 0x1 and self.reading:
+                self._deliver(buffer, at + head, end, now)
+            elif opcode == 0x9:
+                self._pong(bytes(buffer[at + head : end]))
+            at = end
+        del buffer[:at]
+
+    def _deliver(self, buffer: bytearray, start: int, end: int, now: float) -> None:
+        found = buffer.find(self.mark, start, end)
+        if found < 0:
+            return
+        found += len(self.mark)
+        sent_at = float(buffer[found : buffer.index(b"|", found, end)])
+        tally = self.tally
+        tally.deliveries += 1
+        tally.latencies_ms.append((now - sent_at) * 1000)
+        tally.first_at = tally.first_at or now
+        tally.last_at = now
+        if tally.deliveries == tally.expected:
+            tally.all_in.set()
+
+    def _pong(self, payload: bytes) -> None:
+        # Client frames are masked (RFC 6455, 5.3); a zero mask leaves the payload as is.
+        self.transport.write(bytes((0x8A, 0x80 | len(payload))) + bytes(4) + payload)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.reading = False
+
+    def close(self) -> None:
+        self.reading = False
+        if not self.transport.is_closing():
+            # A close frame with no code, masked with a zero mask, then the TCP close.
+            self.transport.write(b"\x88\x80" + bytes(4))
+            self.transport.close()
 
 
 async def sender(
@@ -238,12 +285,15 @@ async def run_fanout(job: dict[str, Any]) -> dict[str, Any]:
     senders_at = Target.of(job, job.get("sender_urls"))
     mark = job.get("mark", MARK).encode()
     raw_frames = job.get("frame", "json") == "raw"
-    sockets: list[ClientConnection] = []
+    readers: list[FrameReader] = []
     slow: list[ClientConnection] = []
     senders: list[ClientConnection] = []
     tasks: list[asyncio.Task[Any]] = []
     try:
-        sockets = await members.open_many(job["members"])
+        tally = Tally()
+        readers = [
+            FrameReader(ws.transport, tally, mark) for ws in await members.open_many(job["members"])
+        ]
         slow = await members.with_small_window(job.get("slow_small_window", True)).open_many(
             job.get("slow_members", 0), first=job["members"]
         )
@@ -252,10 +302,7 @@ async def run_fanout(job: dict[str, Any]) -> dict[str, Any]:
             # kernel's buffers, then in the server's.
             ws.transport.pause_reading()
         senders = [await senders_at.open(i) for i in range(job["senders"])]
-        tally = Tally()
-        stop = asyncio.Event()
-        tasks = [asyncio.create_task(member(ws, tally, stop, mark)) for ws in sockets]
-        tasks += [asyncio.create_task(_discard(ws)) for ws in senders]
+        tasks = [asyncio.create_task(_discard(ws)) for ws in senders]
         if job.get("prefill"):
             await prefill(senders[0], job["prefill"], raw_frames)
         server_pids = job.get("server_pids", [])
@@ -284,14 +331,17 @@ async def run_fanout(job: dict[str, Any]) -> dict[str, Any]:
         cpu_secs = cpu_time() - cpu_before
         server_cpu = sum(process_cpu_secs(pid) for pid in server_pids) - server_before
         elapsed = time.monotonic() - started
-        stop.set()
+        for reader in readers:
+            reader.reading = False
         for task in tasks:
             task.cancel()
         slow_outcomes = [await drain_slow(ws) for ws in slow]
     finally:
         for task in tasks:
             task.cancel()
-        await close_all(sockets + slow + senders)
+        for reader in readers:
+            reader.close()
+        await close_all(slow + senders)
     window = max(tally.last_at - tally.first_at, send_secs)
     result = {
         "sent": sent,

@@ -63,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fanout-targets",
         type=int_list,
-        default=[10_000, 20_000, 40_000, 80_000, 160_000],
+        default=[10_000, 20_000, 40_000, 80_000, 160_000, 320_000],
         help="fanout: offered deliveries/s per step (msg/s = target / members)",
     )
     parser.add_argument(

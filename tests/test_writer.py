@@ -1,13 +1,16 @@
 """The message writer on a real database: grouped commits, seqs, nonces, timestamps."""
 
 import asyncio
+import contextlib
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.dialects import sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chat import messages
 from chat.db import (
@@ -28,14 +31,33 @@ ROOMS = ("alpha", "beta", "gamma")
 T = TypeVar("T")
 
 
+@contextlib.contextmanager
+def migrated(tmp_path: Path, **overrides: Any) -> Iterator[Settings]:
+    """Settings of a fresh, migrated database (PostgreSQL's dropped afterwards)."""
+    settings = make_settings(tmp_path, **overrides)
+    try:
+        migrate(settings)
+        yield settings
+    finally:
+        if settings.database_url.startswith("postgresql"):
+            drop_postgres_database(settings.database_url)
+
+
+async def seed(engine: AsyncEngine, users: list[str], rooms: list[str]) -> list[Any]:
+    """New users and rooms, in that order."""
+    rows: list[Any] = [User(username=n, username_key=n, password_hash="-") for n in users]
+    rows += [Room(name=name) for name in rooms]
+    async with session_factory(engine)() as session:
+        session.add_all(rows)
+        await session.commit()
+    return rows
+
+
 async def _write_and_read_back(settings: Settings) -> None:
     engine = create_engine(settings)
     sessions = session_factory(engine)
-    async with sessions() as session:
-        users = [User(username=n, username_key=n, password_hash="-") for n in ("ann", "bob")]
-        rooms = [Room(name=name) for name in ROOMS]
-        session.add_all([*users, *rooms])
-        await session.commit()
+    ann, bob, *rooms = await seed(engine, ["ann", "bob"], list(ROOMS))
+    users = [ann, bob]
     announced: list[StoredMessage] = []
 
     async def on_stored(stored: list[StoredMessage]) -> None:
@@ -85,13 +107,8 @@ async def _write_and_read_back(settings: Settings) -> None:
 
 
 def test_writer_numbers_each_room_in_order_and_stores_each_nonce_once(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path)
-    try:
-        migrate(settings)
+    with migrated(tmp_path) as settings:
         asyncio.run(_write_and_read_back(settings))
-    finally:
-        if settings.database_url.startswith("postgresql"):
-            drop_postgres_database(settings.database_url)
 
 
 def test_nonce_lookup_uses_the_unique_index_on_sqlite(tmp_path: Path) -> None:
@@ -109,11 +126,7 @@ def test_nonce_lookup_uses_the_unique_index_on_sqlite(tmp_path: Path) -> None:
 
 async def _outage(settings: Settings) -> None:
     engine = create_engine(settings)
-    sessions = session_factory(engine)
-    async with sessions() as session:
-        user, room = User(username="ann", username_key="ann", password_hash="-"), Room(name="r")
-        session.add_all([user, room])
-        await session.commit()
+    user, room = await seed(engine, ["ann"], ["r"])
 
     async def on_stored(stored: list[StoredMessage]) -> None:
         pass
@@ -140,13 +153,8 @@ async def _outage(settings: Settings) -> None:
 
 
 def test_writer_reports_a_storage_outage_and_lives_on(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path)
-    try:
-        migrate(settings)
+    with migrated(tmp_path) as settings:
         asyncio.run(_outage(settings))
-    finally:
-        if settings.database_url.startswith("postgresql"):
-            drop_postgres_database(settings.database_url)
 
 
 class HeldOpen(AsyncTransactions):
@@ -167,10 +175,7 @@ class HeldOpen(AsyncTransactions):
 
 async def _race_on_one_nonce(settings: Settings) -> None:
     engine = create_engine(settings)
-    async with session_factory(engine)() as session:
-        user, room = User(username="ann", username_key="ann", password_hash="-"), Room(name="r")
-        session.add_all([user, room])
-        await session.commit()
+    user, room = await seed(engine, ["ann"], ["r"])
     announced: list[StoredMessage] = []
 
     async def on_stored(stored: list[StoredMessage]) -> None:
@@ -207,9 +212,5 @@ async def _race_on_one_nonce(settings: Settings) -> None:
 def test_writers_racing_on_one_nonce_store_it_once(tmp_path: Path) -> None:
     # Only PostgreSQL lets two writers' transactions overlap; SQLite's BEGIN IMMEDIATE
     # runs them one after the other, so the second always sees the first's row.
-    settings = make_settings(tmp_path, database_url=new_postgres_database())
-    try:
-        migrate(settings)
+    with migrated(tmp_path, database_url=new_postgres_database()) as settings:
         asyncio.run(_race_on_one_nonce(settings))
-    finally:
-        drop_postgres_database(settings.database_url)
