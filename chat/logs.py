@@ -21,12 +21,29 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+class ClientFaultsAsWarnings(logging.Filter):
+    """A client's bad bytes are the client's fault, not the server's: uvicorn logs text
+    that is not UTF-8 as an error with a traceback, which any client could repeat to
+    flood the log. It becomes one warning line (the socket is closed with 1007)."""
+
+    MESSAGES = frozenset({"Invalid UTF-8 sequence received from client."})
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg in self.MESSAGES:
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def log_config(level: str = "INFO") -> dict[str, Any]:
     """uvicorn's logging configuration, every handler passing through the redaction filter."""
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"redact": {"()": RedactSecrets}},
+        "filters": {
+            "redact": {"()": RedactSecrets},
+            "client_faults": {"()": ClientFaultsAsWarnings},
+        },
         "formatters": {
             "default": {
                 "()": "uvicorn.logging.DefaultFormatter",
@@ -44,7 +61,7 @@ def log_config(level: str = "INFO") -> dict[str, Any]:
             "default": {
                 "class": "logging.StreamHandler",
                 "formatter": "default",
-                "filters": ["redact"],
+                "filters": ["redact", "client_faults"],
                 "stream": "ext://sys.stderr",
             },
             "access": {

@@ -9,13 +9,9 @@ the fuzzer's but its presence and typing hints, the room's stored history holds 
 valid messages, and the server still answers /healthz.
 """
 
-import base64
 import contextlib
 import json
 import math
-import os
-import socket
-import struct
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -30,7 +26,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 
 from tests.conftest import Account, Server, make_settings, of_type, recv, recv_until
-from tests.ws_helpers import closed_with, history, welcome
+from tests.ws_helpers import closed_with, history, raw_text_frame, welcome
 
 MAX_FRAME_BYTES = 64 * 1024
 BODY_MAX_CHARS = 4000
@@ -583,35 +579,9 @@ def test_edge_frames(room: Room, frame: Send) -> None:
 def test_hand_made_invalid_utf8_frame_closes_1007(room: Room) -> None:
     """A text frame of bytes that are not UTF-8, built by hand on a plain socket: the server
     closes with 1007 and goes on serving the room."""
-    with contextlib.closing(socket.create_connection(("127.0.0.1", room.server.port), 10)) as sock:
-        key = base64.b64encode(os.urandom(16)).decode()
-        sock.sendall(
-            (
-                f"GET /ws/rooms/{room.name} HTTP/1.1\r\nHost: 127.0.0.1:{room.server.port}\r\n"
-                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-                f"Authorization: Bearer {room.fuzzer.token}\r\n\r\n"
-            ).encode()
-        )
-        reader = sock.makefile("rb")
-        assert reader.readline().startswith(b"HTTP/1.1 101"), "no upgrade"
-        while reader.readline() not in (b"\r\n", b""):
-            pass
-        payload, mask = b"\xc3\x28 is no UTF-8", os.urandom(4)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + masked)  # FIN, text, masked
-        close_code = None
-        while close_code is None:
-            head = reader.read(2)
-            assert len(head) == 2, "the server hung up without a close frame"
-            length = head[1] & 0x7F
-            if length == 126:
-                length = struct.unpack("!H", reader.read(2))[0]
-            elif length == 127:
-                length = struct.unpack("!Q", reader.read(8))[0]
-            data = reader.read(length)
-            if head[0] & 0x0F == 0x8:  # close
-                close_code = struct.unpack("!H", data[:2])[0]
+    close_code = raw_text_frame(
+        room.server.port, f"/ws/rooms/{room.name}", room.fuzzer.token, b"\xc3\x28 is no UTF-8"
+    )
     assert close_code == CLOSE_INVALID_DATA
     room.play([])  # The room still works, for everyone.
     assert_still_serving(room)

@@ -7,7 +7,7 @@ from websockets.sync.client import connect
 
 from tests.conftest import PASSWORD, unique
 from tests.test_lifecycle import Process
-from tests.ws_helpers import closed_with
+from tests.ws_helpers import closed_with, raw_text_frame
 
 
 def test_tokens_and_passwords_never_logged(tmp_path: Path) -> None:
@@ -35,3 +35,26 @@ def test_tokens_and_passwords_never_logged(tmp_path: Path) -> None:
     assert "/ws/rooms/general?token=[redacted]" in logged  # The line is there, redacted.
     for secret in (token, PASSWORD, "wrong password 9", token.split(".")[2]):
         assert secret not in logged
+
+
+def test_text_that_is_not_utf8_is_one_warning_line(tmp_path: Path) -> None:
+    """A client's bytes that are not UTF-8 close its socket with 1007 and log one warning,
+    not a server error with a traceback that any client could repeat to flood the log."""
+    server = Process(tmp_path)
+    server.start()
+    try:
+        http = httpx.Client(base_url=server.url)
+        name = unique()
+        http.post("/api/auth/register", json={"username": name, "password": PASSWORD})
+        token = http.post("/api/auth/token", data={"username": name, "password": PASSWORD}).json()[
+            "access_token"
+        ]
+        for _ in range(3):
+            assert raw_text_frame(server.port, "/ws/rooms/general", token, b"\xc3\x28") == 1007
+    finally:
+        assert server.stop()
+    lines = server.log_path.read_text().splitlines()
+    warnings = [line for line in lines if "Invalid UTF-8 sequence received from client" in line]
+    assert len(warnings) == 3 and all("WARNING" in line for line in warnings), warnings
+    assert not any(line.startswith("Traceback") for line in lines)
+    assert not any("ERROR" in line for line in lines)

@@ -3,7 +3,9 @@
 import base64
 import contextlib
 import json
+import os
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -211,3 +213,36 @@ class StalledClient:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def raw_text_frame(port: int, path: str, token: str, payload: bytes) -> int:
+    """Send one text frame of `payload`, whatever its bytes, from a hand-made client on
+    a plain socket (a WebSocket library would refuse to); the close code it gets."""
+    with contextlib.closing(socket.create_connection(("127.0.0.1", port), 10)) as sock:
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock.sendall(
+            (
+                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                f"Authorization: Bearer {token}\r\n\r\n"
+            ).encode()
+        )
+        reader = sock.makefile("rb")
+        assert reader.readline().startswith(b"HTTP/1.1 101"), "no upgrade"
+        while reader.readline() not in (b"\r\n", b""):
+            pass
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + masked)  # FIN, text, masked
+        while True:
+            head = reader.read(2)
+            assert len(head) == 2, "the server hung up without a close frame"
+            length = head[1] & 0x7F
+            if length == 126:
+                length = struct.unpack("!H", reader.read(2))[0]
+            elif length == 127:
+                length = struct.unpack("!Q", reader.read(8))[0]
+            data = reader.read(length)
+            if head[0] & 0x0F == 0x8:  # close
+                return int(struct.unpack("!H", data[:2])[0])
