@@ -7,8 +7,8 @@ bounded send buffer, drained by the event loop. A slow socket is never awaited;
 one whose buffer passes its bound is dropped (it can resume with `since`), which
 keeps memory bounded and the room fast.
 
-Until its welcome is sent, and on servers other than uvicorn's sans-I/O
-WebSocket protocol, a socket queues frames instead, drained by a task of its own.
+Until its welcome is sent a socket holds its frames back. On servers other than
+uvicorn's sans-I/O WebSocket protocol it queues them instead, for a task of its own.
 """
 
 import asyncio
