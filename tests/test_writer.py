@@ -3,7 +3,7 @@
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -53,11 +53,12 @@ async def seed(engine: AsyncEngine, users: list[str], rooms: list[str]) -> list[
     return rows
 
 
-async def _write_and_read_back(settings: Settings) -> None:
+@contextlib.asynccontextmanager
+async def writing(
+    settings: Settings,
+) -> AsyncIterator[tuple[AsyncEngine, MessageWriter, list[StoredMessage]]]:
+    """A running writer on the database; what it announces collects in the list."""
     engine = create_engine(settings)
-    sessions = session_factory(engine)
-    ann, bob, *rooms = await seed(engine, ["ann", "bob"], list(ROOMS))
-    users = [ann, bob]
     announced: list[StoredMessage] = []
 
     async def on_stored(stored: list[StoredMessage]) -> None:
@@ -67,6 +68,17 @@ async def _write_and_read_back(settings: Settings) -> None:
     writer = MessageWriter(transactions, on_stored)
     writer.start()
     try:
+        yield engine, writer, announced
+    finally:
+        await writer.stop()
+        await transactions.close()
+        await engine.dispose()
+
+
+async def _write_and_read_back(settings: Settings) -> None:
+    async with writing(settings) as (engine, writer, announced):
+        ann, bob, *rooms = await seed(engine, ["ann", "bob"], list(ROOMS))
+        users = [ann, bob]
         # Submitted together, so they share commits; the last one repeats a nonce
         # of the same batch, and must come back as that message, not a new one.
         submitted = []
@@ -93,17 +105,13 @@ async def _write_and_read_back(settings: Settings) -> None:
         assert not is_new and retry == results[1][0]
 
         # What the writer stored reads back the same through the ORM.
-        async with sessions() as session:
+        async with session_factory(engine)() as session:
             for index, room in enumerate(rooms):
                 stored = await messages.history(
                     session, room.id, room.name, limit=messages.HISTORY_MAX_LIMIT
                 )
                 assert stored == [message for message, _ in results[index:300:3]]
                 assert await messages.latest_seq(session, room.id) == 100
-    finally:
-        await writer.stop()
-        await transactions.close()
-        await engine.dispose()
 
 
 def test_writer_numbers_each_room_in_order_and_stores_each_nonce_once(tmp_path: Path) -> None:
@@ -125,20 +133,13 @@ def test_nonce_lookup_uses_the_unique_index_on_sqlite(tmp_path: Path) -> None:
 
 
 async def _outage(settings: Settings) -> None:
-    engine = create_engine(settings)
-    user, room = await seed(engine, ["ann"], ["r"])
+    async with writing(settings) as (engine, writer, _announced):
+        user, room = await seed(engine, ["ann"], ["r"])
 
-    async def on_stored(stored: list[StoredMessage]) -> None:
-        pass
+        async def rename(old: str, new: str) -> None:
+            async with engine.begin() as conn:
+                await conn.execute(text(f"ALTER TABLE {old} RENAME TO {new}"))
 
-    async def rename(old: str, new: str) -> None:
-        async with engine.begin() as conn:
-            await conn.execute(text(f"ALTER TABLE {old} RENAME TO {new}"))
-
-    transactions = write_transactions(settings, engine)
-    writer = MessageWriter(transactions, on_stored)
-    writer.start()
-    try:
         await rename("messages", "messages_away")
         with pytest.raises(StorageUnavailable):
             await writer.store("r", room.id, user.id, "ann", "lost", "n1")
@@ -146,10 +147,6 @@ async def _outage(settings: Settings) -> None:
         # The writer lives on, and the failed batch took no number.
         stored, is_new = await writer.store("r", room.id, user.id, "ann", "kept", "n1")
         assert is_new and stored.id == 1 and stored.body == "kept"
-    finally:
-        await writer.stop()
-        await transactions.close()
-        await engine.dispose()
 
 
 def test_writer_reports_a_storage_outage_and_lives_on(tmp_path: Path) -> None:
