@@ -3,11 +3,28 @@
 An event is encoded to JSON once per room, never once per recipient.
 """
 
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from chat.messages import StoredMessage
+
+
+@dataclass(frozen=True, slots=True)
+class RoomEvent:
+    """An event for a room's sockets, as it travels from where it happens (the writer's
+    commit, a socket, presence) through the broker to every process's hub."""
+
+    room: str
+    # The frame's "type".
+    kind: str
+    # The frame, encoded once.
+    payload: bytes
+    # A message's id, by which a room's messages are passed on in order; 0 for the rest.
+    seq: int = 0
+    # Not sent to this user's sockets (a typing hint goes to the others).
+    skip_user: str | None = None
 
 
 def encode(event: dict[str, Any]) -> bytes:
