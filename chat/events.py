@@ -1,14 +1,107 @@
-"""Every frame the server sends, built and encoded in one place.
+"""Every frame the server sends, typed and built in one place; and `RoomEvent`, the one
+shape an event for a room's sockets has on its way from where it happens to every hub.
 
-An event is encoded to JSON once per room, never once per recipient.
+The TypedDicts are the wire protocol (SPEC "Room WebSocket" and "Admin"); `SERVER_FRAMES`
+maps each frame's `type` to its definition, and a test checks what a live server sends
+against it. An event is encoded to JSON once per room, never once per recipient.
 """
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, NotRequired, TypedDict
 
 import orjson
+from pydantic import ConfigDict, with_config
 
-from chat.messages import StoredMessage
+from chat.messages import StoredMessage, format_ts
+
+# What the wire definitions allow: exactly these keys, nothing else.
+_EXACT = ConfigDict(extra="forbid")
+
+ErrorCode = Literal[
+    "invalid_json",
+    "invalid_message",
+    "too_large",
+    "rate_limited",
+    "forbidden",
+    "not_found",
+    "unavailable",
+]
+
+
+@with_config(_EXACT)
+class MessageData(TypedDict):
+    """A message as the API and every frame show it."""
+
+    id: int
+    room: str
+    user: str
+    body: str
+    ts: str
+    nonce: str | None
+
+
+@with_config(_EXACT)
+class MessageFrame(MessageData):
+    type: Literal["message"]
+
+
+@with_config(_EXACT)
+class WelcomeFrame(TypedDict):
+    type: Literal["welcome"]
+    room: str
+    user: str
+    users: list[str]
+    history: list[MessageData]
+    truncated: NotRequired[Literal[True]]
+
+
+@with_config(_EXACT)
+class PresenceFrame(TypedDict):
+    type: Literal["presence"]
+    room: str
+    event: Literal["join", "leave"]
+    user: str
+    users: list[str]
+
+
+@with_config(_EXACT)
+class TypingFrame(TypedDict):
+    type: Literal["typing"]
+    room: str
+    user: str
+
+
+@with_config(_EXACT)
+class ErrorFrame(TypedDict):
+    type: Literal["error"]
+    code: ErrorCode
+    detail: str
+    # The refused frame's nonce, so that the client knows which message it was.
+    nonce: NotRequired[str]
+    # Seconds until a rate-limited message may be sent again.
+    retry_after: NotRequired[float]
+
+
+@with_config(_EXACT)
+class StatsFrame(TypedDict):
+    type: Literal["stats"]
+    rooms: dict[str, list[str]]
+    connections: int
+    messages_per_sec: float
+    loop_lag_ms: float
+
+
+ServerFrame = MessageFrame | WelcomeFrame | PresenceFrame | TypingFrame | ErrorFrame | StatsFrame
+
+# Each frame type the server sends, by its "type".
+SERVER_FRAMES: dict[str, type] = {
+    "message": MessageFrame,
+    "welcome": WelcomeFrame,
+    "presence": PresenceFrame,
+    "typing": TypingFrame,
+    "error": ErrorFrame,
+    "stats": StatsFrame,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,44 +120,89 @@ class RoomEvent:
     skip_user: str | None = None
 
 
-def encode(event: dict[str, Any]) -> bytes:
-    return orjson.dumps(event)
+@with_config(_EXACT)
+class RevokeControl(TypedDict):
+    """Between processes: a token was signed out; its sockets close everywhere."""
+
+    type: Literal["revoke"]
+    token_id: str
 
 
-def message_event(message: StoredMessage) -> dict[str, Any]:
-    return {"type": "message", **message.as_dict()}
+# What one process tells every other (and itself) outside any room.
+ControlEvent = RevokeControl
 
 
-def presence_event(room: str, event: str, user: str, users: list[str]) -> dict[str, Any]:
-    return {"type": "presence", "room": room, "event": event, "user": user, "users": users}
+def encode(frame: ServerFrame | dict[str, Any]) -> bytes:
+    return orjson.dumps(frame)
 
 
-def typing_event(room: str, user: str) -> dict[str, Any]:
-    return {"type": "typing", "room": room, "user": user}
+def message_data(message: StoredMessage) -> MessageData:
+    return {
+        "id": message.id,
+        "room": message.room,
+        "user": message.user,
+        "body": message.body,
+        "ts": format_ts(message.ts),
+        "nonce": message.nonce,
+    }
 
 
-def error_event(code: str, detail: str) -> dict[str, Any]:
-    return {"type": "error", "code": code, "detail": detail}
+def message_frame(message: StoredMessage) -> MessageFrame:
+    return {"type": "message", **message_data(message)}
 
 
-def welcome_event(
+def message_event(message: StoredMessage) -> RoomEvent:
+    """A stored message, for its room's sockets."""
+    return RoomEvent(message.room, "message", encode(message_frame(message)), seq=message.id)
+
+
+def presence_event(
+    room: str, event: Literal["join", "leave"], user: str, users: list[str]
+) -> RoomEvent:
+    frame: PresenceFrame = {
+        "type": "presence",
+        "room": room,
+        "event": event,
+        "user": user,
+        "users": users,
+    }
+    return RoomEvent(room, "presence", encode(frame))
+
+
+def typing_event(room: str, user: str) -> RoomEvent:
+    frame: TypingFrame = {"type": "typing", "room": room, "user": user}
+    return RoomEvent(room, "typing", encode(frame), skip_user=user)
+
+
+def error_frame(
+    code: ErrorCode, detail: str, nonce: str | None = None, retry_after: float | None = None
+) -> ErrorFrame:
+    frame: ErrorFrame = {"type": "error", "code": code, "detail": detail}
+    if nonce is not None:
+        frame["nonce"] = nonce
+    if retry_after is not None:
+        frame["retry_after"] = retry_after
+    return frame
+
+
+def welcome_frame(
     room: str, user: str, users: list[str], history: list[StoredMessage], truncated: bool
-) -> dict[str, Any]:
-    event: dict[str, Any] = {
+) -> WelcomeFrame:
+    frame: WelcomeFrame = {
         "type": "welcome",
         "room": room,
         "user": user,
         "users": users,
-        "history": [m.as_dict() for m in history],
+        "history": [message_data(m) for m in history],
     }
     if truncated:
-        event["truncated"] = True
-    return event
+        frame["truncated"] = True
+    return frame
 
 
-def stats_event(
+def stats_frame(
     rooms: dict[str, list[str]], connections: int, messages_per_sec: float, loop_lag_ms: float
-) -> dict[str, Any]:
+) -> StatsFrame:
     return {
         "type": "stats",
         "rooms": rooms,

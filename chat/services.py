@@ -4,14 +4,17 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Literal, NamedTuple
 
-import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from chat import accounts, events, messages
+from chat.admin_views import AdminViews
 from chat.broker import Broker, RedisBroker, create_broker
+from chat.closecodes import CloseCode
 from chat.db import Transactions, create_engine, session_factory, write_transactions
+from chat.events import ControlEvent, RoomEvent
 from chat.hub import Hub
 from chat.messages import MessageWriter, StoredMessage
 from chat.metrics import LoopLag, MessageRate
@@ -24,9 +27,14 @@ from chat.settings import Settings
 log = logging.getLogger(__name__)
 
 HEALTH_TIMEOUT_SECS = 2.0
-# Events for every process rather than a room: token revocations.
-CONTROL_CHANNEL = "control"
-CLOSE_SIGNED_OUT = 1008
+
+
+class Author(NamedTuple):
+    """Who posts a message: what posting needs of a user, kept by a socket for its life."""
+
+    id: int
+    username: str
+    username_key: str
 
 
 @dataclass
@@ -48,6 +56,8 @@ class Services:
     writer: MessageWriter = field(init=False)
     # Replaced by a fresh event each time presence changes, waking the admin views.
     presence_changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # This process's open `/ws/admin` sockets.
+    admin_views: AdminViews = field(default_factory=AdminViews)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -90,7 +100,7 @@ class Services:
 
     async def start(self) -> None:
         # Listen to the broker before anything can be published.
-        await self.broker.connect(self._on_event, self.hub.catch_up)
+        await self.broker.connect(self._on_events, self._on_control, self.hub.catch_up)
         await self.presence.start(
             self._expired, lambda: (self.hub.connections, self.message_rate.per_sec())
         )
@@ -107,14 +117,13 @@ class Services:
         await self.broker.disconnect()
         await self.engine.dispose()
 
-    def _on_event(self, channel: str, payloads: list[bytes]) -> None:
-        if channel != CONTROL_CHANNEL:
-            self.hub.deliver(channel, payloads)
-            return
-        for payload in payloads:
-            event = orjson.loads(payload)
-            if event["type"] == "revoke":
-                self.hub.kick_token(event["token_id"], CLOSE_SIGNED_OUT, "signed out")
+    def _on_events(self, room_events: list[RoomEvent]) -> None:
+        self.hub.deliver(room_events)
+
+    def _on_control(self, event: ControlEvent) -> None:
+        if event["type"] == "revoke":
+            self.hub.kick_token(event["token_id"], CloseCode.UNAUTHENTICATED, "signed out")
+            self.admin_views.kick_token(event["token_id"])
 
     async def revoke(self, claims: TokenClaims) -> None:
         """Sign a token out: refused from now on, and its live sockets closed everywhere."""
@@ -122,8 +131,18 @@ class Services:
             return
         async with self.sessions() as session:
             await accounts.revoke_token(session, claims.token_id, claims.expires_at)
-        event = {"type": "revoke", "token_id": claims.token_id}
-        await self.broker.publish(CONTROL_CHANNEL, [events.encode(event)])
+        await self.broker.publish_control({"type": "revoke", "token_id": claims.token_id})
+
+    async def post_message(
+        self, author: Author, room: str, room_id: int, body: str, nonce: str | None
+    ) -> asyncio.Future[tuple[StoredMessage, bool]]:
+        """The one way a message is posted, by socket or REST: counted against the
+        author's rate limit (RateLimited), then queued for the writer's next commit
+        (StorageUnavailable). The future gives the stored message and whether it is new
+        (False: a repeated nonce) once committed; the broadcast, after the commit, is
+        everybody's copy and the sender's acknowledgement."""
+        await self.limiter.acquire(author.username_key)
+        return self.writer.submit(room, room_id, author.id, author.username, body, nonce)
 
     async def _messages_after(self, room: str, after: int) -> list[StoredMessage]:
         room_id = await self.rooms.id_of(room)
@@ -132,24 +151,19 @@ class Services:
                 session, room_id, room, after=after, limit=messages.RESUME_MAX_MESSAGES
             )
 
-    async def _publish_messages(self, messages: list[StoredMessage]) -> None:
-        """Announce stored messages to their rooms; called only after their commit."""
-        self.message_rate.add(len(messages))
-        # A room's messages of one commit go out together, so that each socket gets
-        # them in one write.
-        by_room: dict[str, list[bytes]] = {}
-        for message in messages:
-            by_room.setdefault(message.room, []).append(
-                events.encode(events.message_event(message))
-            )
-        for room, payloads in by_room.items():
-            await self.broker.publish(f"room:{room}", payloads)
+    async def _publish_messages(self, stored: list[StoredMessage]) -> None:
+        """Announce stored messages to their rooms; called only after their commit, with
+        each room's messages in order, so that each socket gets a commit's in one write."""
+        self.message_rate.add(len(stored))
+        await self.broker.publish([events.message_event(message) for message in stored])
 
-    async def publish(self, room: str, event: dict[str, object]) -> None:
-        await self.broker.publish(f"room:{room}", [events.encode(event)])
+    async def publish(self, event: RoomEvent) -> None:
+        await self.broker.publish([event])
 
-    async def announce_presence(self, room: str, event: str, user: str, users: list[str]) -> None:
-        await self.publish(room, events.presence_event(room, event, user, users))
+    async def announce_presence(
+        self, room: str, event: Literal["join", "leave"], user: str, users: list[str]
+    ) -> None:
+        await self.publish(events.presence_event(room, event, user, users))
         changed, self.presence_changed = self.presence_changed, asyncio.Event()
         changed.set()
 

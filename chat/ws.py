@@ -4,28 +4,28 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import time
-from typing import NamedTuple
 from urllib.parse import urlsplit
 
-import orjson
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from chat import events, messages
+from chat.admin_views import AdminView
+from chat.closecodes import CloseCode
 from chat.deps import ACCESS_COOKIE, authenticate_token, get_services
 from chat.errors import RateLimited, RoomNotFound, StorageUnavailable
+from chat.events import ErrorFrame
+from chat.frames import FrameError, parse_frame
 from chat.hub import Connection
-from chat.messages import BODY_MAX_CHARS, NONCE_MAX_CHARS, StoredMessage
+from chat.messages import StoredMessage
 from chat.models import User
 from chat.security import TokenClaims
-from chat.services import Services
+from chat.services import Author, Services
 
 log = logging.getLogger(__name__)
 
-CLOSE_POLICY_VIOLATION = 1008
-CLOSE_BAD_REQUEST = 4400
-CLOSE_UNKNOWN_ROOM = 4404
 # Typing hints from one socket are passed on at most this often.
 TYPING_INTERVAL_SECS = 2.0
 ADMIN_REFRESH_SECS = 1.0
@@ -64,13 +64,13 @@ def _token(websocket: WebSocket) -> str | None:
 async def _admit(websocket: WebSocket, services: Services) -> tuple[User, TokenClaims]:
     """The socket's user and its token's claims, or Refused."""
     if not _origin_allowed(websocket, services):
-        raise Refused(CLOSE_POLICY_VIOLATION, "origin not allowed")
+        raise Refused(CloseCode.UNAUTHENTICATED, "origin not allowed")
     token = _token(websocket)
     if not token:
-        raise Refused(CLOSE_POLICY_VIOLATION, "missing token")
+        raise Refused(CloseCode.UNAUTHENTICATED, "missing token")
     found = await authenticate_token(services, token)
     if found is None:
-        raise Refused(CLOSE_POLICY_VIOLATION, "invalid or expired token")
+        raise Refused(CloseCode.UNAUTHENTICATED, "invalid or expired token")
     return found
 
 
@@ -79,7 +79,7 @@ def _since(websocket: WebSocket) -> int | None:
     if raw is None:
         return None
     if not raw.isdigit() or len(raw) > 18:
-        raise Refused(CLOSE_BAD_REQUEST, "since must be a message id")
+        raise Refused(CloseCode.BAD_REQUEST, "since must be a message id")
     return int(raw)
 
 
@@ -100,13 +100,13 @@ async def room_socket(websocket: WebSocket) -> None:
         try:
             room_id = await services.rooms.id_of(name)
         except RoomNotFound:
-            raise Refused(CLOSE_UNKNOWN_ROOM, "unknown room") from None
+            raise Refused(CloseCode.NOT_FOUND, "unknown room") from None
         since = _since(websocket)
         if (
             services.hub.user_connections(user.username)
             >= services.settings.max_connections_per_user
         ):
-            raise Refused(CLOSE_POLICY_VIOLATION, "too many connections")
+            raise Refused(CloseCode.TOO_MANY, "too many connections")
     except Refused as refused:
         await _close(websocket, refused.code, refused.reason)
         return
@@ -120,23 +120,15 @@ async def room_socket(websocket: WebSocket) -> None:
         settings.send_buffer_max_bytes,
     )
     # Only what the socket's life needs is kept, not the ORM's user and the claims.
-    member = Member(user.id, user.username, user.username_key)
+    member = Author(user.id, user.username, user.username_key)
     expires_at = claims.expires_at.timestamp()
     del user, claims
     await _serve(connection, member, room_id, since, expires_at, services)
 
 
-class Member(NamedTuple):
-    """The user of a room socket."""
-
-    id: int
-    username: str
-    username_key: str
-
-
 async def _serve(
     connection: Connection,
-    member: Member,
+    member: Author,
     room_id: int,
     since: int | None,
     expires_at: float,
@@ -151,7 +143,7 @@ async def _serve(
     expiry = asyncio.get_running_loop().call_later(
         max(0.0, expires_at - time.time()),
         connection.kick,
-        CLOSE_POLICY_VIOLATION,
+        CloseCode.UNAUTHENTICATED,
         "token expired",
     )
     try:
@@ -163,7 +155,7 @@ async def _serve(
         last_seq, history, truncated = await _history(services, room_id, room, since)
         connection.floor = history[-1].id if history else min(since or 0, last_seq)
         services.hub.start_feed(room, last_seq)
-        welcome = events.welcome_event(room, member.username, users, history, truncated)
+        welcome = events.welcome_frame(room, member.username, users, history, truncated)
         del users, history
         await websocket.send_text(events.encode(welcome).decode())
         del welcome
@@ -218,7 +210,7 @@ class _Strikes:
 
 
 async def _receive(
-    connection: Connection, member: Member, room_id: int, services: Services
+    connection: Connection, member: Author, room_id: int, services: Services
 ) -> None:
     """Read the client's frames until it goes or its connection is kicked."""
     settings = services.settings
@@ -231,14 +223,20 @@ async def _receive(
             return
         text = frame.get("text")
         if text is None:
-            error = events.error_event("invalid_message", "frames must be JSON text")
+            error: ErrorFrame | None = events.error_frame(
+                "invalid_message", "frames must be JSON text"
+            )
         else:
             error = await _handle(text, connection, member, room_id, services, typing, inflight)
         if error is not None:
-            connection.push((0, events.encode(error)))
+            _send_error(connection, error)
             if strikes.add():
-                connection.kick(CLOSE_POLICY_VIOLATION, "too many bad frames")
+                connection.kick(CloseCode.TOO_MANY, "too many bad frames")
                 return
+
+
+def _send_error(connection: Connection, error: ErrorFrame) -> None:
+    connection.push((0, events.encode(error)))
 
 
 class _TypingThrottle:
@@ -256,58 +254,36 @@ class _TypingThrottle:
 async def _handle(
     text: str,
     connection: Connection,
-    member: Member,
+    member: Author,
     room_id: int,
     services: Services,
     typing: _TypingThrottle,
     inflight: set[asyncio.Future[tuple[StoredMessage, bool]]],
-) -> dict[str, object] | None:
-    """Act on one client frame; the error event to answer with, if any."""
-    try:
-        frame = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return events.error_event("invalid_json", "frame is not valid JSON")
-    if not isinstance(frame, dict):
-        return events.error_event("invalid_message", "frame must be a JSON object")
-    kind = frame.get("type")
-    if kind == "typing":
+) -> ErrorFrame | None:
+    """Act on one client frame; the error frame to answer with, if any."""
+    frame = parse_frame(text)
+    if isinstance(frame, FrameError):
+        return events.error_frame(frame.code, frame.detail, frame.nonce)
+    if frame.type == "typing":
         if typing.allow():
-            await services.publish(
-                connection.room, events.typing_event(connection.room, member.username)
-            )
+            await services.publish(events.typing_event(connection.room, member.username))
         return None
-    if kind != "message":
-        return events.error_event("invalid_message", "type must be 'message' or 'typing'")
-    body, nonce = frame.get("body"), frame.get("nonce")
-    if not isinstance(body, str):
-        return events.error_event("invalid_message", "body must be a string")
-    body = body.strip()
-    if not body:
-        return events.error_event("invalid_message", "body is empty")
-    if len(body) > BODY_MAX_CHARS:
-        return events.error_event("too_large", f"body is over {BODY_MAX_CHARS} characters")
-    if "\x00" in body:
-        # PostgreSQL cannot store a NUL in text; the REST API refuses one too.
-        return events.error_event("invalid_message", "body must not contain NUL characters")
-    if nonce is not None and (
-        not isinstance(nonce, str) or not 0 < len(nonce) <= NONCE_MAX_CHARS or "\x00" in nonce
-    ):
-        return events.error_event(
-            "invalid_message",
-            f"nonce must be a string of 1-{NONCE_MAX_CHARS} characters, without NUL",
+    if frame.type != "message":
+        return events.error_frame(
+            "invalid_message", f"'{frame.type}' is not supported by this server yet"
         )
+    nonce = frame.nonce
     try:
-        await services.limiter.acquire(member.username_key)
-        stored = services.writer.submit(
-            connection.room, room_id, member.id, member.username, body, nonce
-        )
+        stored = await services.post_message(member, connection.room, room_id, frame.body, nonce)
     except RateLimited as exc:
-        return events.error_event("rate_limited", str(exc))
+        # Rounded up: retrying at the time given must succeed.
+        retry_after = math.ceil(exc.retry_after_secs * 100) / 100
+        return events.error_frame("rate_limited", str(exc), nonce, retry_after)
     except StorageUnavailable as exc:
-        return events.error_event("unavailable", str(exc))
+        return events.error_frame("unavailable", str(exc), nonce)
     # Read on while the message waits for its commit, so that one client's messages
     # share commits too; the acknowledgement is the broadcast, after the commit.
-    stored.add_done_callback(functools.partial(_answer_stored, connection))
+    stored.add_done_callback(functools.partial(_acknowledge, connection, nonce))
     inflight.add(stored)
     stored.add_done_callback(inflight.discard)
     if len(inflight) >= MAX_UNCOMMITTED_PER_SOCKET:
@@ -315,38 +291,58 @@ async def _handle(
     return None
 
 
-def _answer_stored(
-    connection: Connection, stored: asyncio.Future[tuple[StoredMessage, bool]]
+def _acknowledge(
+    connection: Connection,
+    nonce: str | None,
+    stored: asyncio.Future[tuple[StoredMessage, bool]],
 ) -> None:
+    """Answer the sender once its message's commit is over. A new message needs nothing
+    here: its broadcast, with its nonce, is the acknowledgement."""
     if stored.cancelled():
         return
     if stored.exception() is not None:
-        error = events.error_event("unavailable", str(StorageUnavailable()))
-        connection.push((0, events.encode(error)))
+        _send_error(connection, events.error_frame("unavailable", str(StorageUnavailable()), nonce))
         return
     message, is_new = stored.result()
     if not is_new:
         # A retry of a stored message: acknowledge it again, to the sender only.
-        connection.push((0, events.encode(events.message_event(message))))
+        connection.push((0, events.encode(events.message_frame(message))))
 
 
 async def admin_socket(websocket: WebSocket) -> None:
-    """`/ws/admin`: the admins' live view of the rooms."""
+    """`/ws/admin`: the admins' live view of the rooms, for as long as its token stays
+    valid and its user an admin."""
     services = get_services(websocket)
     await websocket.accept()
     try:
-        user, _claims = await _admit(websocket, services)
+        user, claims = await _admit(websocket, services)
         if not user.is_admin:
-            raise Refused(CLOSE_POLICY_VIOLATION, "admins only")
+            raise Refused(CloseCode.UNAUTHENTICATED, "admins only")
     except Refused as refused:
         await _close(websocket, refused.code, refused.reason)
         return
+    token = _token(websocket)
+    task = asyncio.current_task()
+    view = AdminView(claims.token_id, task)
+    services.admin_views.add(view)
+    # A sign-out reaches `view` at once through the broker; expiry by this timer; anything
+    # else (the role taken away, the account gone) is seen on the next refresh.
+    expiry = asyncio.get_running_loop().call_later(
+        max(0.0, claims.expires_at.timestamp() - time.time()),
+        view.kick,
+        CloseCode.UNAUTHENTICATED,
+        "token expired",
+    )
+    del user, claims
     receiver = asyncio.create_task(_drain(websocket))
     try:
         while not receiver.done():
+            if not await _still_admin(services, token):
+                view.kick(CloseCode.UNAUTHENTICATED, "no longer signed in as an admin")
+                break
             changed = services.presence_changed
             connections, rate = await services.presence.figures()
-            stats = events.stats_event(
+            stats = events.stats_frame(
                 await services.presence.snapshot(),
                 connections,
                 rate,
@@ -356,11 +352,32 @@ async def admin_socket(websocket: WebSocket) -> None:
             # A send to a closed socket raises, so a gone admin ends the loop.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), ADMIN_REFRESH_SECS)
+    except asyncio.CancelledError:
+        # kick() ends the view this way; any other cancellation goes on.
+        if view.close_code is None or (task is not None and task.uncancel()):
+            raise
     except (WebSocketDisconnect, RuntimeError, OSError):
         pass
     finally:
+        # From here on a kick no longer cancels: the cleanup below must run whole.
+        view.task = None
+        expiry.cancel()
+        services.admin_views.remove(view)
         receiver.cancel()
         await asyncio.gather(receiver, return_exceptions=True)
+    if view.close_code is not None:
+        await _close(websocket, view.close_code, view.close_reason)
+
+
+async def _still_admin(services: Services, token: str | None) -> bool:
+    """Whether the token is still valid (not revoked, not expired) and names an admin."""
+    try:
+        found = await authenticate_token(services, token)
+    except Exception as exc:
+        # The database is briefly away: keep the view rather than throw the admin out.
+        log.warning("admin view could not recheck its token: %s", exc)
+        return True
+    return found is not None and found[0].is_admin
 
 
 async def _drain(websocket: WebSocket) -> None:

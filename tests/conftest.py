@@ -114,6 +114,15 @@ class Server:
         if self.settings.database_url.startswith("postgresql://"):
             drop_postgres_database(self.settings.database_url)
 
+    def open_connections(self) -> int:
+        """WebSocket connections uvicorn holds open now: a socket counts until the server has
+        let go of it, its handler finished."""
+        assert self.server is not None
+        return sum(
+            type(c).__module__.startswith("uvicorn.protocols.websockets")
+            for c in self.server.server_state.connections
+        )
+
     def client(self, **kwargs: Any) -> httpx.Client:
         client = httpx.Client(base_url=self.url, timeout=15, **kwargs)
         self._clients.append(client)
@@ -285,16 +294,3 @@ def of_type(kind: str, **fields: Any) -> Callable[[dict[str, Any]], bool]:
         return frame.get("type") == kind and all(frame.get(k) == v for k, v in fields.items())
 
     return match
-
-
-def no_frame(ws: ClientConnection, within: float = 0.5, kind: str | None = None) -> bool:
-    """True when no frame (of `kind`, if given) arrives within `within` seconds."""
-    deadline = time.monotonic() + within
-    while (remaining := deadline - time.monotonic()) > 0:
-        try:
-            frame = recv(ws, remaining)
-        except TimeoutError:
-            return True
-        if kind is None or frame.get("type") == kind:
-            return False
-    return True

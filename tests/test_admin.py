@@ -1,15 +1,21 @@
 """The admin surface: `GET /api/admin/active-users` and the live `/ws/admin` view."""
 
+import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 
 from tests.conftest import Account, Server, recv, unique
-from tests.ws_helpers import post, welcome
+from tests.ws_helpers import closed_with, post, token_for, welcome
 
 CLOSE_POLICY = 1008
 STATS_KEYS = {"type", "rooms", "connections", "messages_per_sec", "loop_lag_ms"}
@@ -176,3 +182,85 @@ def test_admin_socket_streams_live_stats(make_server: Any) -> None:
             assert busy["messages_per_sec"] <= 5
         gone = stats_until(admin, lambda f: f["connections"] == 0, 3)
         assert gone["rooms"] == {}
+
+
+# --- The admin socket ends with its session ----------------------------------------------
+
+
+def second_token(server: Server, account: Account) -> Account:
+    """Another session (token) of the same account."""
+    with httpx.Client(base_url=server.url, timeout=15) as http:
+        r = http.post(
+            "/api/auth/token", data={"username": account.username, "password": account.password}
+        )
+    assert r.status_code == 200, r.text
+    return replace(account, token=r.json()["access_token"])
+
+
+def set_admin(server: Server, account: Account, is_admin: bool) -> None:
+    """Change the role in the database itself, as any future way of changing it would."""
+
+    async def update() -> None:
+        engine = create_async_engine(server.settings.async_database_url)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    text("UPDATE users SET is_admin = :v WHERE id = :id"),
+                    {"v": is_admin, "id": account.id},
+                )
+        finally:
+            await engine.dispose()
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, update()).result()
+
+
+def closes_with_1008_within(ws: ClientConnection, within: float) -> float:
+    """Seconds until the server closed `ws` with 1008, skipping stats frames; at most `within`."""
+    started = time.monotonic()
+    assert closed_with(ws, timeout=within).code == CLOSE_POLICY
+    return time.monotonic() - started
+
+
+def test_admin_socket_closes_1008_at_once_on_sign_out(make_server: Any) -> None:
+    """Signing a token out closes the admin views opened with it at once (1008); the same
+    admin's view on another session streams on."""
+    srv = make_server()
+    assert srv.admin is not None
+    other_session = second_token(srv, srv.admin)
+    with srv.ws("/ws/admin", srv.admin) as view, srv.ws("/ws/admin", other_session) as kept:
+        next_stats(view, 5)
+        next_stats(kept, 5)
+        with httpx.Client(base_url=srv.url, headers=srv.admin.headers) as http:
+            assert http.post("/api/auth/logout").status_code == 204
+        # At once: well before the view's own once-a-second recheck would see it.
+        assert closes_with_1008_within(view, 0.9) < 0.9
+        next_stats(kept, 3)
+        next_stats(kept, 3)
+
+
+def test_admin_socket_closes_1008_when_its_token_expires(server: Server) -> None:
+    """A view whose token expires while it is open is closed with 1008 then, not later."""
+    assert server.admin is not None
+    short = replace(server.admin, token=token_for(server, server.admin, timedelta(seconds=2)))
+    with server.ws("/ws/admin", short) as view:
+        next_stats(view, 5)
+        started = time.monotonic()
+        assert closed_with(view, timeout=6).code == CLOSE_POLICY
+        assert time.monotonic() - started < 3.5
+
+
+def test_admin_socket_closes_1008_when_the_role_is_taken_away(server: Server) -> None:
+    """An admin who stops being one loses the view within about a second; while still an
+    admin the view streams on (the control)."""
+    deputy = server.register()
+    set_admin(server, deputy, True)
+    with server.ws("/ws/admin", deputy) as view:
+        # Two periodic refreshes: the recheck passes while the role is held.
+        for _ in range(3):
+            next_stats(view, 3)
+        set_admin(server, deputy, False)
+        assert closes_with_1008_within(view, 2.5) < 2.5
+    with server.ws("/ws/admin", deputy) as again, pytest.raises(ConnectionClosed) as closed:
+        again.recv(timeout=5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == CLOSE_POLICY

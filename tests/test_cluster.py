@@ -1,5 +1,6 @@
 """Scale-out: two `chat serve` processes sharing one PostgreSQL database and Redis."""
 
+import asyncio
 import contextlib
 import json
 import os
@@ -12,10 +13,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import redis
@@ -33,6 +35,7 @@ from tests.conftest import (
     redis_available,
     unique,
 )
+from tests.ws_helpers import closed_with
 
 Frame = dict[str, Any]
 START_TIMEOUT_SECS = 30.0
@@ -673,3 +676,50 @@ def test_rate_limit_holds_across_processes(make_cluster: Callable[..., Cluster])
         headers={"Authorization": f"Bearer {bystander.token}"},
     )
     assert r.status_code == 201
+
+
+def test_sign_out_and_a_lost_role_close_sockets_on_every_process(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """A sign-out on process 1 closes its token's room socket and admin view on process 2 at
+    once (1008), leaving the same admin's other session alone; an admin who loses the role
+    loses the admin view on both processes within about a second."""
+    cluster = make_cluster()
+    p1, p2 = cluster.nodes
+    assert cluster.admin is not None
+    admin = cluster.admin
+    deputy = cluster.register(p2)
+    room = cluster.create_room(p1, deputy)
+
+    async def set_admin(is_admin: bool) -> None:
+        conn = await asyncpg.connect(cluster.database_url)
+        try:
+            await conn.execute("UPDATE users SET is_admin = $1 WHERE id = $2", is_admin, deputy.id)
+        finally:
+            await conn.close()
+
+    asyncio.run(set_admin(True))
+    with httpx.Client(base_url=p1.url, timeout=15) as http:
+        r = http.post("/api/auth/token", data={"username": admin.username, "password": PASSWORD})
+        other_session = replace(admin, token=r.json()["access_token"])
+    view = cluster.ws(p2, "/ws/admin", admin)
+    kept = cluster.ws(p2, "/ws/admin", other_session)
+    chat = cluster.join(p2, admin, room)
+    deputy_views = [cluster.ws(node, "/ws/admin", deputy) for node in (p1, p2)]
+    for ws in (view, kept, *deputy_views):
+        assert recv(ws)["type"] == "stats"
+
+    with httpx.Client(base_url=p1.url, headers=admin.headers, timeout=15) as http:
+        assert http.post("/api/auth/logout").status_code == 204
+    started = time.monotonic()
+    assert closed_with(view, timeout=2).code == 1008
+    assert closed_with(chat.ws, timeout=2).code == 1008
+    assert time.monotonic() - started < 1.0
+    assert recv(kept, 3)["type"] == "stats"
+
+    asyncio.run(set_admin(False))
+    started = time.monotonic()
+    for ws in deputy_views:
+        assert closed_with(ws, timeout=3).code == 1008
+    assert time.monotonic() - started < 2.5
+    assert recv(kept, 3)["type"] == "stats"

@@ -33,7 +33,7 @@ BODY_MAX_CHARS = 4000
 NONCE_MAX_CHARS = 64
 ORJSON_MAX_DEPTH = 1024
 CLOSE_INVALID_DATA = 1007
-CLOSE_POLICY = 1008
+CLOSE_TOO_MANY = 4429
 CLOSE_TOO_BIG = 1009
 ERROR_CODES = {"invalid_json", "invalid_message", "too_large", "rate_limited"}
 # The fuzzer must not be stopped by the limits it is not testing.
@@ -595,9 +595,9 @@ error_frames = st.one_of(
 ).filter(lambda f: isinstance(expected(f), Error))
 
 
-def test_fuzz_persistent_abuse_closes_1008(make_server: Callable[..., Server]) -> None:
+def test_fuzz_persistent_abuse_closes_4429(make_server: Callable[..., Server]) -> None:
     """With the abuse limit in force, any run of bad frames is answered one error each up to
-    the limit, and one more closes the socket with 1008; the bystander sees none of it."""
+    the limit, and one more closes the socket with 4429; the bystander sees none of it."""
     limit = 5
     server = make_server(rate_burst=10**6, rate_per_sec=10**6, abuse_max_errors=limit)
     abuser, bystander = server.register(), server.register()
@@ -617,7 +617,7 @@ def test_fuzz_persistent_abuse_closes_1008(make_server: Callable[..., Server]) -
                 assert codes == [expected(f).code for f in frames[:limit]]  # type: ignore[union-attr]
                 # The connection is still open; one bad frame more, and it is not.
                 ws.send(frames[limit].data)
-                assert closed_with(ws, timeout=10).code == CLOSE_POLICY
+                assert closed_with(ws, timeout=10).code == CLOSE_TOO_MANY
 
         abuse()
         watcher.send(json.dumps({"type": "message", "body": "quiet now", "nonce": "w-1"}))

@@ -4,13 +4,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
 
-from chat import messages
+from chat import events, messages
 from chat.deps import CurrentUser, ServicesDep, SessionDep, too_many_requests
 from chat.errors import RateLimited, RoomExists, RoomNotFound, StorageUnavailable
 from chat.messages import HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT
 from chat.routes import BAD_BODY, CSRF_REFUSED, UNAUTHORIZED
 from chat.schemas import ErrorOut, MessageIn, MessageOut, MessagesOut, RoomIn, RoomOut
-from chat.services import Services
+from chat.services import Author, Services
 
 router = APIRouter(prefix="/api/rooms", tags=["rooms"])
 
@@ -66,7 +66,7 @@ async def list_messages(
 ) -> MessagesOut:
     room_id = await _room_id(services, name)
     found = await messages.history(session, room_id, name, before=before, after=after, limit=limit)
-    return MessagesOut(messages=[MessageOut(**m.as_dict()) for m in found])
+    return MessagesOut(messages=[MessageOut(**events.message_data(m)) for m in found])
 
 
 @router.post(
@@ -87,15 +87,14 @@ async def post_message(
     name: str, body: MessageIn, user: CurrentUser, services: ServicesDep, response: Response
 ) -> MessageOut:
     room_id = await _room_id(services, name)
+    author = Author(user.id, user.username, user.username_key)
     try:
-        await services.limiter.acquire(user.username_key)
-        message, is_new = await services.writer.store(
-            name, room_id, user.id, user.username, body.body, body.nonce
-        )
+        stored = await services.post_message(author, name, room_id, body.body, body.nonce)
+        message, is_new = await stored
     except RateLimited as exc:
         raise too_many_requests(exc) from None
     except StorageUnavailable as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
     if not is_new:
         response.status_code = status.HTTP_200_OK
-    return MessageOut(**message.as_dict())
+    return MessageOut(**events.message_data(message))

@@ -1,0 +1,41 @@
+"""This process's open `/ws/admin` sockets, so that a sign-out can close them at once."""
+
+import asyncio
+
+from chat.closecodes import CloseCode
+
+
+class AdminView:
+    """One admin socket. Its handler runs in `task`, which `kick` cancels to end it."""
+
+    __slots__ = ("close_code", "close_reason", "task", "token_id")
+
+    def __init__(self, token_id: str, task: asyncio.Task[None] | None) -> None:
+        self.token_id = token_id
+        self.task = task
+        self.close_code: int | None = None
+        self.close_reason = ""
+
+    def kick(self, code: int, reason: str) -> None:
+        if self.close_code is not None:
+            return
+        self.close_code, self.close_reason = code, reason
+        if self.task is not None and self.task is not asyncio.current_task():
+            self.task.cancel()
+
+
+class AdminViews:
+    def __init__(self) -> None:
+        self._views: set[AdminView] = set()
+
+    def add(self, view: AdminView) -> None:
+        self._views.add(view)
+
+    def remove(self, view: AdminView) -> None:
+        self._views.discard(view)
+
+    def kick_token(self, token_id: str) -> None:
+        """Close every admin socket opened with the token `token_id` (1008)."""
+        for view in list(self._views):
+            if view.token_id == token_id:
+                view.kick(CloseCode.UNAUTHENTICATED, "signed out")

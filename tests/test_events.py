@@ -1,0 +1,99 @@
+"""The wire protocol as code: every frame a live server sends matches its typed definition."""
+
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import TypeAdapter, ValidationError
+
+from chat.events import SERVER_FRAMES
+from tests.conftest import Server, of_type, recv, recv_until
+from tests.ws_helpers import own_message, post, send, welcome
+
+ADAPTERS = {kind: TypeAdapter(definition) for kind, definition in SERVER_FRAMES.items()}
+
+
+def conforms(frame: dict[str, Any]) -> None:
+    ADAPTERS[frame["type"]].validate_python(frame, strict=True)
+
+
+def test_every_frame_kind_a_server_sends_matches_its_definition(make_server: Any) -> None:
+    """A session that provokes every kind of frame: each one received has a definition, and
+    matches it exactly (no key missing, none extra, no wrong type)."""
+    srv: Server = make_server(rate_burst=2, rate_per_sec=0.1)
+    assert srv.admin is not None
+    amy, zed = srv.register(), srv.register()
+    room = srv.create_room(amy)
+    path = f"/ws/rooms/{room}"
+    seen: list[dict[str, Any]] = []
+    with srv.ws("/ws/admin", srv.admin) as admin, srv.ws(path, amy) as wa:
+        seen += [recv(admin), welcome(wa)]
+        with srv.ws(path, zed) as wz:
+            seen.append(welcome(wz))
+            seen.append(recv_until(wa, of_type("presence", event="join")))
+            send(wz, {"type": "typing"})
+            seen.append(recv_until(wa, of_type("typing")))
+            send(wa, {"type": "message", "body": "hello", "nonce": "n-1"})
+            seen.append(recv_until(wa, own_message("n-1")))
+            send(wa, {"type": "message", "body": 42, "nonce": "n-2"})
+            seen.append(recv_until(wa, of_type("error")))
+            send(wa, {"type": "message", "body": "two", "nonce": "n-3"})
+            recv_until(wa, own_message("n-3"))
+            send(wa, {"type": "message", "body": "over the limit", "nonce": "n-4"})
+            seen.append(recv_until(wa, of_type("error", code="rate_limited")))
+        seen.append(recv_until(wa, of_type("presence", event="leave")))
+        with httpx.Client(base_url=srv.url) as http:
+            assert post(http, zed, room, "over REST").status_code == 201
+        seen.append(recv_until(wa, of_type("message", user=zed.username)))
+    with srv.ws(f"{path}?since=0", amy) as resumed:
+        seen.append(welcome(resumed))
+
+    assert {frame["type"] for frame in seen} == set(SERVER_FRAMES)
+    for frame in seen:
+        conforms(frame)
+    assert seen[-1]["history"][0]["nonce"] == "n-1"
+    rate_limited = next(f for f in seen if f.get("code") == "rate_limited")
+    assert rate_limited["nonce"] == "n-4" and rate_limited["retry_after"] > 0
+
+
+MESSAGE = {
+    "type": "message",
+    "id": 1,
+    "room": "r",
+    "user": "u",
+    "body": "b",
+    "ts": "t",
+    "nonce": None,
+}
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        {"type": "typing", "room": "r", "user": "u", "extra": 1},
+        {"type": "typing", "room": "r"},
+        {"type": "error", "code": "no_such_code", "detail": "x"},
+        {
+            "type": "message",
+            "id": "1",
+            "room": "r",
+            "user": "u",
+            "body": "b",
+            "ts": "t",
+            "nonce": None,
+        },
+        {
+            "type": "welcome",
+            "room": "r",
+            "user": "u",
+            "users": [],
+            "history": [],
+            "truncated": False,
+        },
+    ],
+    ids=["extra key", "missing key", "unknown error code", "id as text", "history with type"],
+)
+def test_definitions_refuse_what_the_protocol_does_not_allow(frame: dict[str, Any]) -> None:
+    """The definitions are exact, so the test above can fail."""
+    with pytest.raises(ValidationError):
+        conforms(frame)
