@@ -179,9 +179,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Authenticated multi-room chat: REST API. Live chat is at /ws/rooms/{name}.",
         version="1",
         lifespan=lifespan,
+        exception_handlers={RequestValidationError: _validation_error},
     )
     app.state.services = services
-    app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(BodyLimit)
     # Outermost of these: it must see the server's own send.

@@ -12,7 +12,12 @@ from alembic.config import Config
 from sqlalchemy import event, make_url
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine.interfaces import DBAPIConnection, Dialect
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from chat.settings import Settings
@@ -36,7 +41,9 @@ def create_engine(settings: Settings) -> AsyncEngine:
     )
 
 
-def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry | None) -> None:
+def _sqlite_pragmas(
+    dbapi_conn: DBAPIConnection | sqlite3.Connection, _record: ConnectionPoolEntry | None
+) -> None:
     cursor = dbapi_conn.cursor()
     # WAL lets readers (history, login) run while the message writer commits.
     # synchronous=FULL fsyncs the WAL on every commit: a message is acknowledged
@@ -62,9 +69,14 @@ class Transactions(Protocol):
     through SQLAlchemy, whose per-row work cost more than the database's.
     """
 
-    dialect: Dialect
+    # Read-only, so that an implementation may hold a narrower type (one dialect, its
+    # driver's own exception class).
+    @property
+    def dialect(self) -> Dialect: ...
+
     # What the driver raises when a unique index refuses a row.
-    integrity_error: type[Exception]
+    @property
+    def integrity_error(self) -> type[Exception]: ...
 
     async def run(self, work: Work[T]) -> T: ...
 
@@ -151,7 +163,7 @@ def write_transactions(settings: Settings, engine: AsyncEngine) -> Transactions:
     return AsyncTransactions(engine)
 
 
-def session_factory(engine: AsyncEngine) -> async_sessionmaker:
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 

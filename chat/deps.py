@@ -24,7 +24,8 @@ _bearer = OAuth2PasswordBearer(tokenUrl="/api/auth/token", auto_error=False)
 
 
 def get_services(connection: HTTPConnection) -> Services:
-    return connection.app.state.services
+    services: Services = connection.app.state.services
+    return services
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]

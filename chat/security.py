@@ -27,7 +27,8 @@ _passwords = CryptContext(schemes=["argon2"], deprecated="auto")
 def _dummy_hash() -> str:
     """Verified when the username is unknown, so that a miss costs as much as a
     wrong password and response times do not reveal which accounts exist."""
-    return _passwords.hash(secrets.token_urlsafe(16))
+    password_hash: str = _passwords.hash(secrets.token_urlsafe(16))
+    return password_hash
 
 
 class InvalidToken(Exception):
@@ -71,7 +72,8 @@ def create_access_token(user_id: int, key: str, ttl: timedelta) -> str:
         "exp": now + ttl,
         "jti": secrets.token_urlsafe(TOKEN_ID_BYTES),
     }
-    return jwt.encode(claims, key, algorithm=JWT_ALGORITHM)
+    token: str = jwt.encode(claims, key, algorithm=JWT_ALGORITHM)
+    return token
 
 
 def decode_access_token(token: str, key: str) -> TokenClaims:

@@ -8,13 +8,13 @@ from chat import events, messages
 from chat.deps import CurrentUser, ServicesDep, SessionDep, too_many_requests
 from chat.errors import RateLimited, RoomExists, RoomNotFound, StorageUnavailable
 from chat.messages import HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT
-from chat.routes import BAD_BODY, CSRF_REFUSED, UNAUTHORIZED
+from chat.routes import BAD_BODY, CSRF_REFUSED, UNAUTHORIZED, Responses
 from chat.schemas import ErrorOut, MessageIn, MessageOut, MessagesOut, RoomIn, RoomOut
 from chat.services import Author, Services
 
 router = APIRouter(prefix="/api/rooms", tags=["rooms"])
 
-NOT_FOUND = {404: {"description": "No such room", "model": ErrorOut}}
+NOT_FOUND: Responses = {404: {"description": "No such room", "model": ErrorOut}}
 # Ids are 64-bit integers in the database; a larger cursor would overflow the driver.
 MAX_MESSAGE_ID = 2**63 - 1
 
