@@ -13,13 +13,14 @@ from chat import accounts, events, messages
 from chat.broker import Broker, RedisBroker, create_broker
 from chat.db import Transactions, create_engine, session_factory, write_transactions
 from chat.hub import Hub
-from chat.messages import MessageWriter, StoredMessage
+from chat.messages import StoredMessage
 from chat.metrics import LoopLag, MessageRate
 from chat.presence import MemoryPresence, Presence, RedisPresence
 from chat.ratelimit import LoginThrottle, MessageLimiter, RateLimiter, SharedRateLimiter
 from chat.rooms import RoomDirectory
 from chat.security import TokenClaims
 from chat.settings import Settings
+from chat.writer import MessageWriter
 
 log = logging.getLogger(__name__)
 

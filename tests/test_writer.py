@@ -13,6 +13,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chat import messages
+from chat.batch import BatchSql
 from chat.db import (
     AsyncTransactions,
     Work,
@@ -22,9 +23,10 @@ from chat.db import (
     write_transactions,
 )
 from chat.errors import StorageUnavailable
-from chat.messages import MessageWriter, StoredMessage, _BatchSql
+from chat.messages import StoredMessage
 from chat.models import Room, User
 from chat.settings import Settings
+from chat.writer import MessageWriter
 from tests.conftest import drop_postgres_database, make_settings, new_postgres_database
 
 ROOMS = ("alpha", "beta", "gamma")
@@ -122,7 +124,7 @@ def test_writer_numbers_each_room_in_order_and_stores_each_nonce_once(tmp_path: 
 def test_nonce_lookup_uses_the_unique_index_on_sqlite(tmp_path: Path) -> None:
     # A scan here costs each commit time in proportion to all messages ever stored.
     migrate(Settings(data_dir=tmp_path, database_url=""))
-    sql = _BatchSql(sqlite.dialect())
+    sql = BatchSql(sqlite.dialect())
     with sqlite3.connect(tmp_path / "chat.db") as conn:
         plan = conn.execute(
             "EXPLAIN QUERY PLAN " + sql.stored_with_nonce(3), [1, 1, "a", 2, 1, "b", 3, 2, "c"]
