@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from chat import accounts, events, messages
 from chat.broker import Broker, RedisBroker, create_broker
 from chat.db import Transactions, create_engine, session_factory, write_transactions
+from chat.figures import ClusterFigures, Figures, ProcessFigures
 from chat.hub import Hub
 from chat.messages import StoredMessage
 from chat.metrics import LoopLag, MessageRate
@@ -40,6 +41,7 @@ class Services:
     transactions: Transactions
     broker: Broker
     presence: Presence
+    figures: Figures
     rooms: RoomDirectory
     hub: Hub = field(init=False)
     message_rate: MessageRate = field(default_factory=MessageRate)
@@ -70,10 +72,12 @@ class Services:
         sessions = session_factory(engine)
         broker = create_broker(settings.broker_url, settings.redis_namespace)
         presence: Presence = MemoryPresence()
+        figures: Figures = ProcessFigures()
         if isinstance(broker, RedisBroker):
             presence = RedisPresence(
                 broker.client, settings.presence_ttl_secs, settings.redis_namespace
             )
+            figures = ClusterFigures(broker.client, settings.redis_namespace)
         return cls(
             settings=settings,
             signing_key=settings.signing_key(),
@@ -82,6 +86,7 @@ class Services:
             transactions=write_transactions(settings, engine),
             broker=broker,
             presence=presence,
+            figures=figures,
             rooms=RoomDirectory(sessions),
         )
 
@@ -92,9 +97,8 @@ class Services:
     async def start(self) -> None:
         # Listen to the broker before anything can be published.
         await self.broker.connect(self._on_event, self.hub.catch_up)
-        await self.presence.start(
-            self._expired, lambda: (self.hub.connections, self.message_rate.per_sec())
-        )
+        await self.presence.start(self._expired)
+        await self.figures.start(lambda: (self.hub.connections, self.message_rate.per_sec()))
         self.writer.start()
         self.loop_lag.start()
 
@@ -104,6 +108,7 @@ class Services:
         await self.loop_lag.stop()
         await self.writer.stop()
         await self.transactions.close()
+        await self.figures.stop()
         await self.presence.stop()
         await self.broker.disconnect()
         await self.engine.dispose()

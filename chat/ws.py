@@ -345,7 +345,7 @@ async def admin_socket(websocket: WebSocket) -> None:
     try:
         while not receiver.done():
             changed = services.presence_changed
-            connections, rate = await services.presence.figures()
+            connections, rate = await services.figures.totals()
             stats = events.stats_event(
                 await services.presence.snapshot(),
                 connections,
