@@ -3,7 +3,7 @@
 import re
 from datetime import datetime
 
-from sqlalchemy import delete, exists, func, select
+from sqlalchemy import delete, exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -70,10 +70,6 @@ async def create_or_promote_admin(session: AsyncSession, username: str, password
     user.is_admin = True
     await session.commit()
     return user
-
-
-async def count_users(session: AsyncSession) -> int:
-    return await session.scalar(select(func.count(User.id))) or 0
 
 
 async def revoke_token(session: AsyncSession, token_id: str, expires_at: datetime) -> None:

@@ -10,7 +10,6 @@ from chat.errors import RoomExists, RoomNotFound
 from chat.models import Room
 
 ROOM_NAME_PATTERN = r"^[a-z0-9\-]{1,64}$"
-DEFAULT_ROOM = "general"
 _ROOM_NAME_RE = re.compile(ROOM_NAME_PATTERN)
 
 

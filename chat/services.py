@@ -15,14 +15,16 @@ from chat.broker import Broker, RedisBroker, create_broker
 from chat.closecodes import CloseCode
 from chat.db import Transactions, create_engine, session_factory, write_transactions
 from chat.events import ControlEvent, RoomEvent
+from chat.figures import ClusterFigures, Figures, ProcessFigures
 from chat.hub import Hub
-from chat.messages import MessageWriter, StoredMessage
+from chat.messages import StoredMessage
 from chat.metrics import LoopLag, MessageRate
 from chat.presence import MemoryPresence, Presence, RedisPresence
 from chat.ratelimit import LoginThrottle, MessageLimiter, RateLimiter, SharedRateLimiter
 from chat.rooms import RoomDirectory
 from chat.security import TokenClaims
 from chat.settings import Settings
+from chat.writer import MessageWriter
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ class Services:
     transactions: Transactions
     broker: Broker
     presence: Presence
+    figures: Figures
     rooms: RoomDirectory
     hub: Hub = field(init=False)
     message_rate: MessageRate = field(default_factory=MessageRate)
@@ -79,10 +82,12 @@ class Services:
         sessions = session_factory(engine)
         broker = create_broker(settings.broker_url, settings.redis_namespace)
         presence: Presence = MemoryPresence()
+        figures: Figures = ProcessFigures()
         if isinstance(broker, RedisBroker):
             presence = RedisPresence(
                 broker.client, settings.presence_ttl_secs, settings.redis_namespace
             )
+            figures = ClusterFigures(broker.client, settings.redis_namespace)
         return cls(
             settings=settings,
             signing_key=settings.signing_key(),
@@ -91,6 +96,7 @@ class Services:
             transactions=write_transactions(settings, engine),
             broker=broker,
             presence=presence,
+            figures=figures,
             rooms=RoomDirectory(sessions),
         )
 
@@ -101,9 +107,8 @@ class Services:
     async def start(self) -> None:
         # Listen to the broker before anything can be published.
         await self.broker.connect(self._on_events, self._on_control, self.hub.catch_up)
-        await self.presence.start(
-            self._expired, lambda: (self.hub.connections, self.message_rate.per_sec())
-        )
+        await self.presence.start(self._expired)
+        await self.figures.start(lambda: (self.hub.connections, self.message_rate.per_sec()))
         self.writer.start()
         self.loop_lag.start()
 
@@ -113,6 +118,7 @@ class Services:
         await self.loop_lag.stop()
         await self.writer.stop()
         await self.transactions.close()
+        await self.figures.stop()
         await self.presence.stop()
         await self.broker.disconnect()
         await self.engine.dispose()

@@ -341,7 +341,7 @@ async def admin_socket(websocket: WebSocket) -> None:
                 view.kick(CloseCode.UNAUTHENTICATED, "no longer signed in as an admin")
                 break
             changed = services.presence_changed
-            connections, rate = await services.presence.figures()
+            connections, rate = await services.figures.totals()
             stats = events.stats_frame(
                 await services.presence.snapshot(),
                 connections,

@@ -13,8 +13,10 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chat import messages
+from chat.batch import BatchSql
 from chat.db import (
     AsyncTransactions,
+    Transactions,
     Work,
     create_engine,
     migrate,
@@ -22,9 +24,10 @@ from chat.db import (
     write_transactions,
 )
 from chat.errors import StorageUnavailable
-from chat.messages import MessageWriter, StoredMessage, _BatchSql
+from chat.messages import StoredMessage
 from chat.models import Room, User
 from chat.settings import Settings
+from chat.writer import MessageWriter
 from tests.conftest import drop_postgres_database, make_settings, new_postgres_database
 
 ROOMS = ("alpha", "beta", "gamma")
@@ -122,7 +125,7 @@ def test_writer_numbers_each_room_in_order_and_stores_each_nonce_once(tmp_path: 
 def test_nonce_lookup_uses_the_unique_index_on_sqlite(tmp_path: Path) -> None:
     # A scan here costs each commit time in proportion to all messages ever stored.
     migrate(Settings(data_dir=tmp_path, database_url=""))
-    sql = _BatchSql(sqlite.dialect())
+    sql = BatchSql(sqlite.dialect())
     with sqlite3.connect(tmp_path / "chat.db") as conn:
         plan = conn.execute(
             "EXPLAIN QUERY PLAN " + sql.stored_with_nonce(3), [1, 1, "a", 2, 1, "b", 3, 2, "c"]
@@ -170,6 +173,43 @@ class HeldOpen(AsyncTransactions):
             return result
 
 
+class Recorded:
+    """Real transactions, each one's outcome noted: committed, or refused by a unique index."""
+
+    def __init__(self, transactions: Transactions) -> None:
+        self.dialect = transactions.dialect
+        self.integrity_error = transactions.integrity_error
+        self.outcomes: list[str] = []
+        self._transactions = transactions
+
+    async def run(self, work: Work[T]) -> T:
+        try:
+            result = await self._transactions.run(work)
+        except self.integrity_error:
+            self.outcomes.append("refused")
+            raise
+        self.outcomes.append("committed")
+        return result
+
+    async def close(self) -> None:
+        await self._transactions.close()
+
+
+async def wait_for_lock_wait(engine: AsyncEngine, timeout_secs: float = 10) -> None:
+    """Until some session of this database waits for another transaction's row lock.
+
+    PostgreSQL gives no notice of a lock wait that could be awaited, so its activity
+    view is polled.
+    """
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND wait_event_type = 'Lock' AND wait_event = 'transactionid'"
+    )
+    async with asyncio.timeout(timeout_secs), engine.connect() as conn:
+        while not await conn.scalar(query):  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
 async def _race_on_one_nonce(settings: Settings) -> None:
     engine = create_engine(settings)
     user, room = await seed(engine, ["ann"], ["r"])
@@ -179,8 +219,9 @@ async def _race_on_one_nonce(settings: Settings) -> None:
         announced.extend(stored)
 
     first_transactions = HeldOpen(engine)
+    second_transactions = Recorded(write_transactions(settings, engine))
     first = MessageWriter(first_transactions, on_stored)
-    second = MessageWriter(write_transactions(settings, engine), on_stored)
+    second = MessageWriter(second_transactions, on_stored)
     first.start()
     second.start()
     try:
@@ -190,10 +231,14 @@ async def _race_on_one_nonce(settings: Settings) -> None:
         await first_transactions.worked.wait()
         theirs = second.submit("r", room.id, user.id, "ann", "hello", "n1")
         other = second.submit("r", room.id, user.id, "ann", "next", "n2")
-        await asyncio.sleep(0.3)  # The second writer now waits on the room's lock.
+        # The second writer has looked for the nonce and now waits on the room's lock.
+        await wait_for_lock_wait(engine)
         first_transactions.release.set()
         (stored, is_new), (again, again_new), (following, following_new) = await asyncio.wait_for(
             asyncio.gather(mine, theirs, other), 10
+        )
+        assert second_transactions.outcomes == ["refused", "committed", "committed"], (
+            "the second writer's batch is refused, then each message gets a transaction"
         )
         assert is_new and stored.id == 1
         assert not again_new and again == stored, "the second writer answers with the first's"

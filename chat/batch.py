@@ -1,0 +1,167 @@
+"""One grouped commit of messages, in the database driver's own SQL.
+
+The message writer hands a batch of pending messages to `store_batch`, which runs
+inside one transaction on a DB-API cursor: it looks up repeated nonces, takes each
+room's next sequence numbers, and inserts the new rows.
+"""
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.engine.interfaces import Dialect
+
+from chat.messages import StoredMessage
+from chat.models import Message, utcnow
+
+
+@dataclass(slots=True)
+class Pending:
+    """A message waiting for its commit; its future gives the stored message and
+    whether it is new."""
+
+    room: str
+    room_id: int
+    user_id: int
+    username: str
+    body: str
+    nonce: str | None
+    ts: datetime = field(default_factory=utcnow)
+    future: asyncio.Future[tuple[StoredMessage, bool]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+    @property
+    def key(self) -> tuple[int, int, str] | None:
+        return None if self.nonce is None else (self.room_id, self.user_id, self.nonce)
+
+
+class BatchSql:
+    """The writer's statements in one driver's own SQL: its placeholders, and the
+    column type's conversions of timestamps both ways."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self._numbered = dialect.paramstyle == "numeric_dollar"
+        self._is_sqlite = dialect.name == "sqlite"
+        ts_type = Message.__table__.c.ts.type.dialect_impl(dialect)
+        self.ts_in: Callable[[Any], Any] = ts_type.bind_processor(dialect) or _same
+        self.ts_out: Callable[[Any], Any] = ts_type.result_processor(dialect, None) or _same
+
+    def _groups(self, count: int, width: int, first: int = 1) -> list[str]:
+        """`count` groups of `width` comma-separated placeholders, numbered from `first`."""
+        if not self._numbered:
+            return [",".join("?" * width)] * count
+        marks = [f"${n}" for n in range(first, first + count * width)]
+        return [",".join(marks[i : i + width]) for i in range(0, len(marks), width)]
+
+    def _rows(self, count: int, width: int, first: int = 1) -> str:
+        return ",".join(f"({group})" for group in self._groups(count, width, first))
+
+    def stored_with_nonce(self, keys: int) -> str:
+        # One equality per key: both databases look each up in the unique index,
+        # where a row-value IN made SQLite scan the whole table.
+        terms = " OR ".join(
+            "(m.room_id = {} AND m.user_id = {} AND m.nonce = {})".format(*group.split(","))
+            for group in self._groups(keys, 3)
+        )
+        return (
+            "SELECT m.room_id, m.user_id, m.nonce, m.seq, m.body, m.ts, u.username"
+            f" FROM messages AS m JOIN users AS u ON u.id = m.user_id WHERE {terms}"
+        )
+
+    def lock_rooms(self, rooms: int) -> str | None:
+        """Lock the rooms' rows in id order, so that two processes never wait on each
+        other crosswise; None on SQLite, whose BEGIN IMMEDIATE took the whole file."""
+        if self._is_sqlite:
+            return None
+        ids = ",".join(self._groups(rooms, 1))
+        return f"SELECT id FROM rooms WHERE id IN ({ids}) ORDER BY id FOR UPDATE"
+
+    def take_seqs(self, rooms: int) -> str:
+        # The cast types the count for PostgreSQL, which would take it for text.
+        whens = " ".join(
+            "WHEN {} THEN CAST({} AS BIGINT)".format(*group.split(","))
+            for group in self._groups(rooms, 2)
+        )
+        ids = ",".join(self._groups(rooms, 1, first=2 * rooms + 1))
+        return (
+            f"UPDATE rooms SET last_seq = last_seq + CASE id {whens} END"
+            f" WHERE id IN ({ids}) RETURNING id, last_seq"
+        )
+
+    def insert_messages(self, count: int) -> str:
+        return (
+            "INSERT INTO messages (room_id, seq, user_id, body, nonce, ts)"
+            f" VALUES {self._rows(count, 6)}"
+        )
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+# Marks a nonce taken earlier in the same batch, until its message has its seq.
+_PLACEHOLDER = StoredMessage(0, "", "", "", utcnow(), None)
+
+
+def store_batch(
+    sql: BatchSql, batch: list[Pending], cursor: Any
+) -> list[tuple[StoredMessage, bool]]:
+    """Store the batch in the cursor's transaction: for each message, the stored message
+    and whether it is new; a repeated nonce gives the message stored before.
+
+    A handful of statements whatever the batch's size, each sending all its rows at
+    once: the writer's thread gives the event loop's thread the interpreter back on
+    each statement, and has to wait to get it again.
+    """
+    by_nonce = _already_stored(sql, batch, cursor)
+    new_by_room: dict[int, list[Pending]] = {}
+    for pending in batch:
+        key = pending.key
+        if key is not None:
+            if key in by_nonce:
+                continue
+            by_nonce[key] = _PLACEHOLDER
+        new_by_room.setdefault(pending.room_id, []).append(pending)
+    if not new_by_room:
+        return [(by_nonce[p.key], False) for p in batch if p.key is not None]
+    rooms = sorted(new_by_room)
+    lock = sql.lock_rooms(len(rooms))
+    if lock is not None:
+        cursor.execute(lock, rooms)
+    counts = [value for room_id in rooms for value in (room_id, len(new_by_room[room_id]))]
+    cursor.execute(sql.take_seqs(len(rooms)), [*counts, *rooms])
+    last_seqs = dict(cursor.fetchall())
+    inserted: dict[int, StoredMessage] = {}  # id(pending) -> its new message
+    values: list[Any] = []
+    for room_id, pendings in new_by_room.items():
+        last = last_seqs[room_id]
+        for seq, p in enumerate(pendings, start=last - len(pendings) + 1):
+            values += (room_id, seq, p.user_id, p.body, p.nonce, sql.ts_in(p.ts))
+            message = StoredMessage(seq, p.room, p.username, p.body, p.ts, p.nonce)
+            inserted[id(p)] = message
+            if p.key is not None:
+                by_nonce[p.key] = message
+    cursor.execute(sql.insert_messages(len(inserted)), values)
+    return [
+        (inserted[id(p)], True) if id(p) in inserted else (by_nonce[p.key], False)  # type: ignore[index]
+        for p in batch
+    ]
+
+
+def _already_stored(
+    sql: BatchSql, batch: list[Pending], cursor: Any
+) -> dict[tuple[int, int, str], StoredMessage]:
+    keys = list({p.key for p in batch if p.key is not None})
+    if not keys:
+        return {}
+    cursor.execute(sql.stored_with_nonce(len(keys)), [v for key in keys for v in key])
+    rooms = {p.room_id: p.room for p in batch}
+    return {
+        (room_id, user_id, nonce): StoredMessage(
+            seq, rooms[room_id], username, body, sql.ts_out(ts), nonce
+        )
+        for room_id, user_id, nonce, seq, body, ts, username in cursor.fetchall()
+    }

@@ -1,0 +1,116 @@
+"""MessageWriter: stores messages in grouped commits and announces them after each."""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from functools import partial
+
+from chat.batch import BatchSql, Pending, store_batch
+from chat.db import Transactions
+from chat.errors import StorageUnavailable
+from chat.messages import StoredMessage
+
+# Messages grouped into one transaction at most; one fsync then acknowledges them all.
+WRITE_BATCH_MAX = 512
+
+log = logging.getLogger(__name__)
+
+OnStored = Callable[[list[StoredMessage]], Awaitable[None]]
+
+
+class MessageWriter:
+    """The one path by which messages are stored.
+
+    Callers wait for their message's commit. While one commit runs, the next
+    messages queue up and go into the following transaction together, so the
+    number of fsyncs grows with the commit rate, not the message rate.
+    """
+
+    def __init__(self, transactions: Transactions, on_stored: OnStored) -> None:
+        self._transactions = transactions
+        self._sql = BatchSql(transactions.dialect)
+        self._on_stored = on_stored
+        self._queue: asyncio.Queue[Pending | None] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="message-writer")
+
+    async def stop(self) -> None:
+        """Store everything already submitted, then stop."""
+        if self._task is None:
+            return
+        self._queue.put_nowait(None)
+        await self._task
+        self._task = None
+
+    def submit(
+        self, room: str, room_id: int, user_id: int, username: str, body: str, nonce: str | None
+    ) -> asyncio.Future[tuple[StoredMessage, bool]]:
+        """Queue a message; the future gives it and whether it is new (False: a repeated
+        nonce) once committed. Messages are stored in the order they are submitted."""
+        if self._task is None:
+            raise StorageUnavailable()
+        pending = Pending(room, room_id, user_id, username, body, nonce)
+        self._queue.put_nowait(pending)
+        return pending.future
+
+    async def store(
+        self, room: str, room_id: int, user_id: int, username: str, body: str, nonce: str | None
+    ) -> tuple[StoredMessage, bool]:
+        """Store a message and wait for its commit."""
+        return await self.submit(room, room_id, user_id, username, body, nonce)
+
+    async def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = await self._queue.get()
+            batch: list[Pending] = []
+            item = first
+            while True:
+                if item is None:
+                    stopping = True
+                else:
+                    batch.append(item)
+                if len(batch) >= WRITE_BATCH_MAX or self._queue.empty():
+                    break
+                item = self._queue.get_nowait()
+            if batch:
+                await self._write(batch)
+
+    async def _write(self, batch: list[Pending]) -> None:
+        try:
+            try:
+                results = await self._transactions.run(partial(store_batch, self._sql, batch))
+            except self._transactions.integrity_error:
+                # Another process stored one of these nonces in the meantime:
+                # one transaction per message sorts out which.
+                results = []
+                for pending in batch:
+                    results += await self._transactions.run(
+                        partial(store_batch, self._sql, [pending])
+                    )
+        except Exception as exc:
+            # Whatever went wrong, the writer must live on: every later message
+            # would wait for it forever.
+            log.error("storing %d messages failed: %r", len(batch), exc)
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(StorageUnavailable())
+            return
+        # Only now, after the commit, is any message acknowledged.
+        created: list[StoredMessage] = []
+        for pending, (message, is_new) in zip(batch, results, strict=True):
+            if is_new:
+                created.append(message)
+            if not pending.future.done():
+                pending.future.set_result((message, is_new))
+        # Let the callers' callbacks (repeated-nonce acknowledgements) run before
+        # the broadcast, so that each sender hears back in the order it sent.
+        await asyncio.sleep(0)
+        if created:
+            created.sort(key=lambda m: (m.room, m.id))
+            try:
+                await self._on_stored(created)
+            except Exception:
+                log.exception("publishing stored messages failed")
