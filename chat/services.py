@@ -109,7 +109,7 @@ class Services:
 
     def _on_event(self, channel: str, payloads: list[bytes]) -> None:
         if channel != CONTROL_CHANNEL:
-            self.hub.deliver(channel, payloads)
+            self.hub.deliver(_room_events(channel, payloads))
             return
         for payload in payloads:
             event = orjson.loads(payload)
@@ -166,3 +166,17 @@ class Services:
         except Exception as exc:
             log.warning("health check failed: %s", exc)
             return False
+
+
+# Temporary: rebuilds the typed events from what a room's channel carries, until the
+# broker carries RoomEvents itself.
+def _room_events(channel: str, payloads: list[bytes]) -> list[events.RoomEvent]:
+    room = channel.removeprefix("room:")
+    built = []
+    for payload in payloads:
+        event = orjson.loads(payload)
+        kind = event["type"]
+        seq = event["id"] if kind == "message" else 0
+        skip_user = event["user"] if kind == "typing" else None
+        built.append(events.RoomEvent(room, kind, payload, seq, skip_user))
+    return built
