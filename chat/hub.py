@@ -300,11 +300,11 @@ class Hub:
         if feed.filling or not feed.sequencer.needs_fill:
             return
         feed.filling = True
-        task = asyncio.create_task(self._read_gap(room, feed))
+        task = asyncio.create_task(self._read_missing(room, feed))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _read_gap(self, room: str, feed: RoomFeed) -> None:
+    async def _read_missing(self, room: str, feed: RoomFeed) -> None:
         sequencer = feed.sequencer
         try:
             while self._rooms.get(room) is feed:

@@ -14,15 +14,17 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
-# Fills in a row that find nothing while messages are held before the room skips
-# ahead to them rather than stalling.
+# Fills in a row that find nothing while messages are held; then the room skips
+# ahead to them rather than stall.
 MAX_EMPTY_FILLS = 20
 
 
 class RoomSequencer(Generic[T]):
     """Passes on a room's items in seq order, once each, without gaps.
 
-    Every method returns the items that may now be passed on, oldest first.
+    `start`, `offer` and `fill` return the items that may now be passed on, oldest
+    first. While `needs_fill`, the caller reads the messages after `begin_fill()`
+    from the database and hands them to `fill`, until `begin_fill()` returns None.
     """
 
     __slots__ = ("_behind", "_empty_fills", "_held", "_reading_to_latest", "last", "skipped")
