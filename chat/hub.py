@@ -17,12 +17,13 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from chat import events
+from chat.events import RoomEvent
 from chat.messages import StoredMessage
+from chat.sequencer import RoomSequencer
 
 log = logging.getLogger(__name__)
 
@@ -185,48 +186,40 @@ class Connection:
 
 
 Fetch = Callable[[str, int], Awaitable[list[StoredMessage]]]
-# Gap fills that find nothing before the room skips ahead rather than stalling.
-FILL_ATTEMPTS = 20
+# Pause between reads of a room's missing messages that found none.
 FILL_RETRY_SECS = 0.05
+# Pause before reading again after the database failed a read.
+FILL_ERROR_RETRY_SECS = 1.0
 
 
 class RoomFeed:
-    """A room's local sockets, and where its message stream stands.
+    """A room's local sockets, and its messages put in order for them."""
 
-    Messages reach a process in `seq` order from itself but not from others, and
-    pub/sub may drop some. The feed passes them on strictly in order, without gaps:
-    one that arrives early is held while the missing ones are read from the database
-    (committed already, as their seq is lower), so a client that has seen N has seen
-    everything up to N and may resume with `since=N`.
-    """
-
-    __slots__ = ("filling", "held", "last", "members", "recheck")
+    __slots__ = ("filling", "members", "sequencer")
 
     def __init__(self) -> None:
         self.members: set[Connection] = set()
-        # The newest seq passed on; None until the first socket's welcome sets it.
-        self.last: int | None = None
-        self.held: dict[int, bytes] = {}
+        self.sequencer = RoomSequencer[RoomEvent]()
+        # A task is reading the room's missing messages from the database.
         self.filling = False
-        # A catch-up asked for while a fill ran: read up to date once more after it.
-        self.recheck = False
 
-    def fan_out(self, seq: int, payload: bytes, skip_user: str | None = None) -> None:
-        """Send an encoded event (a message if `seq`) to every member but `skip_user`."""
-        frame, wire = (seq, payload), wire_frame(payload)
+    def fan_out(self, event: RoomEvent) -> None:
+        """Send an event to every member but its `skip_user`."""
+        frame, wire = (event.seq, event.payload), wire_frame(event.payload)
         for connection in tuple(self.members):
-            if connection.user != skip_user:
+            if connection.user != event.skip_user:
                 connection.push(frame, wire)
 
-    def fan_out_run(self, run: list[tuple[int, bytes]]) -> None:
+    def fan_out_run(self, run: list[RoomEvent]) -> None:
         """Send consecutive messages to every member, in one write per socket."""
         if len(run) <= 1:
-            for seq, payload in run:
-                self.fan_out(seq, payload)
+            for event in run:
+                self.fan_out(event)
             return
-        wire = b"".join(wire_frame(payload) for _, payload in run)
+        frames = [(event.seq, event.payload) for event in run]
+        wire = b"".join(wire_frame(event.payload) for event in run)
         for connection in tuple(self.members):
-            connection.push_run(run, wire)
+            connection.push_run(frames, wire)
 
 
 class Hub:
@@ -245,11 +238,9 @@ class Hub:
     def start_feed(self, room: str, last: int) -> None:
         """Begin the room's stream after `last`, the newest seq a joining socket has read."""
         feed = self._rooms.get(room)
-        if feed is not None and feed.last is None:
-            feed.last = last
-            for seq in [seq for seq in feed.held if seq <= last]:
-                del feed.held[seq]
-            self._pass_on(room, feed)
+        if feed is not None:
+            feed.fan_out_run(feed.sequencer.start(last))
+            self._fill(room, feed)
 
     def remove(self, connection: Connection) -> None:
         feed = self._rooms.get(connection.room)
@@ -276,90 +267,65 @@ class Hub:
         for feed in self._rooms.values():
             yield from feed.members
 
-    def deliver(self, channel: str, payloads: list[bytes]) -> None:
-        """Hand events published on `room:NAME` to every local socket of that room."""
-        room = channel.removeprefix("room:")
-        feed = self._rooms.get(room)
-        if feed is None:
-            return
-        run: list[tuple[int, bytes]] = []  # Messages next in line, sent together.
-        for payload in payloads:
-            event = orjson.loads(payload)
-            kind = event["type"]
-            if kind != "message":
+    def deliver(self, room_events: list[RoomEvent]) -> None:
+        """Hand events to the local sockets of their rooms, each room's messages in order."""
+        by_room: dict[str, list[RoomEvent]] = {}
+        for event in room_events:
+            by_room.setdefault(event.room, []).append(event)
+        for room, in_room in by_room.items():
+            feed = self._rooms.get(room)
+            if feed is not None:
+                self._deliver_to(room, feed, in_room)
+
+    def _deliver_to(self, room: str, feed: RoomFeed, room_events: list[RoomEvent]) -> None:
+        run: list[RoomEvent] = []  # Messages next in line, sent together.
+        for event in room_events:
+            if event.seq:
+                run += feed.sequencer.offer(event.seq, event)
+            else:
                 feed.fan_out_run(run)
                 run = []
-                feed.fan_out(0, payload, event["user"] if kind == "typing" else None)
-                continue
-            seq = event["id"]
-            if feed.last is not None and seq == feed.last + 1 and not feed.held:
-                feed.last = seq
-                run.append((seq, payload))
-            elif feed.last is None or seq > feed.last:
-                feed.held[seq] = payload
-            # Else passed on already, read from the database during a gap.
+                feed.fan_out(event)
         feed.fan_out_run(run)
-        if feed.held:
-            self._pass_on(room, feed)
+        self._fill(room, feed)
 
     def catch_up(self) -> None:
         """After events may have been lost (broker reconnect): read every room up to date."""
         for room, feed in self._rooms.items():
-            if feed.last is not None:
-                self._fill(room, feed, to_latest=True)
+            feed.sequencer.catch_up()
+            self._fill(room, feed)
 
-    def _pass_on(self, room: str, feed: RoomFeed) -> None:
-        """Pass on held messages that are next in line; fill a gap from the database."""
-        if feed.last is None or feed.filling:
-            return
-        while feed.last + 1 in feed.held:
-            feed.last += 1
-            feed.fan_out(feed.last, feed.held.pop(feed.last))
-        if feed.held:
-            self._fill(room, feed, to_latest=False)
-
-    def _fill(self, room: str, feed: RoomFeed, *, to_latest: bool) -> None:
-        if feed.filling:
-            feed.recheck = feed.recheck or to_latest
+    def _fill(self, room: str, feed: RoomFeed) -> None:
+        """Read the room's missing messages, unless none are or a task does already."""
+        if feed.filling or not feed.sequencer.needs_fill:
             return
         feed.filling = True
-        task = asyncio.create_task(self._read_gap(room, feed, to_latest))
+        task = asyncio.create_task(self._read_missing(room, feed))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _read_gap(self, room: str, feed: RoomFeed, to_latest: bool) -> None:
-        attempts = 0
+    async def _read_missing(self, room: str, feed: RoomFeed) -> None:
+        sequencer = feed.sequencer
         try:
-            while feed.last is not None and self._rooms.get(room) is feed:
-                if not feed.held and not to_latest:
+            while self._rooms.get(room) is feed:
+                after = sequencer.begin_fill()
+                if after is None:
                     return
                 try:
-                    missing = await self._fetch(room, feed.last)
+                    stored = await self._fetch(room, after)
                 except Exception as exc:  # The database may be briefly away; retry.
                     log.warning("reading missed messages of %s failed: %s", room, exc)
-                    missing = []
-                for message in missing:
-                    if message.id != feed.last + 1:
-                        break
-                    feed.last = message.id
-                    feed.held.pop(message.id, None)
-                    feed.fan_out(message.id, events.encode(events.message_event(message)))
-                while feed.last + 1 in feed.held:
-                    feed.last += 1
-                    feed.fan_out(feed.last, feed.held.pop(feed.last))
-                if not missing:
-                    if not feed.held:
-                        return
-                    attempts += 1
-                    if attempts >= FILL_ATTEMPTS:
-                        # Should not happen: a held seq implies its predecessors are
-                        # committed. Skip ahead rather than stall the room.
-                        log.error("messages before %d of %s not found", min(feed.held), room)
-                        feed.last = min(feed.held) - 1
-                    else:
-                        await asyncio.sleep(FILL_RETRY_SECS)
+                    sequencer.catch_up()  # This read's work is still to do.
+                    await asyncio.sleep(FILL_ERROR_RETRY_SECS)
+                    continue
+                found = [(message.id, events.message_event(message)) for message in stored]
+                released = sequencer.fill(found)
+                if sequencer.skipped:
+                    # Should not happen: a held seq implies its predecessors are committed.
+                    skipped = sequencer.skipped
+                    log.error("messages %d to %d of %s not found", skipped[0], skipped[-1], room)
+                feed.fan_out_run(released)
+                if not released and sequencer.needs_fill:
+                    await asyncio.sleep(FILL_RETRY_SECS)
         finally:
             feed.filling = False
-            if feed.recheck and self._rooms.get(room) is feed:
-                feed.recheck = False
-                self._fill(room, feed, to_latest=True)
