@@ -16,8 +16,6 @@ from chat.db import Transactions
 from chat.errors import StorageUnavailable
 from chat.models import Message, Room, User, utcnow
 
-BODY_MAX_CHARS = 4000
-NONCE_MAX_CHARS = 64
 HISTORY_DEFAULT_LIMIT = 50
 HISTORY_MAX_LIMIT = 200
 RESUME_MAX_MESSAGES = 500

@@ -15,8 +15,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from chat import events, messages
 from chat.deps import ACCESS_COOKIE, authenticate_token, get_services
 from chat.errors import RateLimited, RoomNotFound, StorageUnavailable
+from chat.fields import BODY_MAX_CHARS, NONCE_MAX_CHARS
 from chat.hub import Connection
-from chat.messages import BODY_MAX_CHARS, NONCE_MAX_CHARS, StoredMessage
+from chat.messages import StoredMessage
 from chat.models import User
 from chat.security import TokenClaims
 from chat.services import Services
