@@ -74,12 +74,15 @@ _BODY_ERRORS = {
 }
 
 
+FrameErrorCode = Literal["invalid_json", "invalid_message", "too_large"]
+
+
 @dataclass(frozen=True, slots=True)
 class FrameError:
     """A refused frame: the spec's error code, one sentence for people, and the frame's nonce
     when it carried a valid one, so that the client knows which message was refused."""
 
-    code: str
+    code: FrameErrorCode
     detail: str
     nonce: str | None = None
 
