@@ -1,6 +1,5 @@
 """User accounts: registration, authentication, admin promotion."""
 
-import re
 from datetime import datetime
 
 from sqlalchemy import delete, exists, select
@@ -8,18 +7,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat.errors import UsernameTaken
+from chat.fields import is_valid_username
 from chat.models import RevokedToken, User, utcnow
 from chat.ratelimit import LoginThrottle
 from chat.security import hash_password, verify_password
-
-USERNAME_PATTERN = r"^[A-Za-z0-9_.\-]{3,32}$"
-PASSWORD_MIN_CHARS = 8
-PASSWORD_MAX_CHARS = 1024
-_USERNAME_RE = re.compile(USERNAME_PATTERN)
-
-
-def is_valid_username(username: str) -> bool:
-    return bool(_USERNAME_RE.fullmatch(username))
 
 
 async def register(session: AsyncSession, username: str, password: str) -> User:

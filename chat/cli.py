@@ -13,6 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from chat import accounts
 from chat.broker import check_broker
 from chat.db import create_engine, migrate, session_factory
+from chat.fields import PASSWORD_RULE, USERNAME_RULE, is_valid_password, is_valid_username
 from chat.logs import log_config
 from chat.settings import Settings, SettingsError
 
@@ -81,16 +82,16 @@ def migrate_command(_args: argparse.Namespace) -> None:
 
 def create_admin(args: argparse.Namespace) -> None:
     settings = _settings()
-    if not accounts.is_valid_username(args.username):
-        raise CommandError("usernames are 3-32 of A-Z a-z 0-9 _ . -")
+    if not is_valid_username(args.username):
+        raise CommandError(f"usernames are {USERNAME_RULE}")
     if sys.stdin.isatty():
         password = getpass.getpass(f"Password for {args.username}: ")
     else:
         password = os.environ.get("CHAT_ADMIN_PASSWORD", "")
         if not password:
             raise CommandError("set CHAT_ADMIN_PASSWORD when not run from a terminal")
-    if not accounts.PASSWORD_MIN_CHARS <= len(password) <= accounts.PASSWORD_MAX_CHARS:
-        raise CommandError("passwords are 8 to 1024 characters")
+    if not is_valid_password(password):
+        raise CommandError(f"passwords are {PASSWORD_RULE}")
     _migrate(settings)
 
     async def run() -> bool:

@@ -9,8 +9,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat.models import Message, Room, User
 
-BODY_MAX_CHARS = 4000
-NONCE_MAX_CHARS = 64
 HISTORY_DEFAULT_LIMIT = 50
 HISTORY_MAX_LIMIT = 200
 RESUME_MAX_MESSAGES = 500

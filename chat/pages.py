@@ -19,13 +19,35 @@ from chat.deps import (
     user_for_token,
 )
 from chat.errors import RateLimited, RoomExists, RoomNotFound, UsernameTaken
+from chat.fields import (
+    PASSWORD_MAX_CHARS,
+    PASSWORD_MIN_CHARS,
+    PASSWORD_RULE,
+    ROOM_NAME_RULE,
+    USERNAME_MAX_CHARS,
+    USERNAME_MIN_CHARS,
+    USERNAME_PATTERN,
+    USERNAME_RULE,
+    is_valid_password,
+    is_valid_room_name,
+    is_valid_username,
+)
 from chat.models import User
-from chat.rooms import is_valid_room_name
 from chat.security import create_access_token, csrf_tokens_match, new_csrf_token
 from chat.services import Services
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=PROJECT_DIR / "templates")
+# The forms show the server's own rules before they are sent, and let the browser check them.
+templates.env.globals["rules"] = {
+    "username": USERNAME_RULE,
+    "username_pattern": USERNAME_PATTERN,
+    "username_min": USERNAME_MIN_CHARS,
+    "username_max": USERNAME_MAX_CHARS,
+    "password": PASSWORD_RULE,
+    "password_min": PASSWORD_MIN_CHARS,
+    "password_max": PASSWORD_MAX_CHARS,
+}
 
 FormField = Annotated[str, Form()]
 CsrfField = Annotated[str, Form(alias="csrf_token")]
@@ -108,10 +130,10 @@ async def register(
     if not _csrf_ok(request, csrf):
         return _csrf_refused(request, "register.html", username=username)
     error = None
-    if not accounts.is_valid_username(username):
-        error = "Usernames are 3-32 letters, digits, '_', '.' or '-'."
-    elif not accounts.PASSWORD_MIN_CHARS <= len(password) <= accounts.PASSWORD_MAX_CHARS:
-        error = f"Passwords are {accounts.PASSWORD_MIN_CHARS} to 1024 characters."
+    if not is_valid_username(username):
+        error = f"Usernames are {USERNAME_RULE}."
+    elif not is_valid_password(password):
+        error = f"Passwords are {PASSWORD_RULE}."
     if error:
         return _render(request, "register.html", 400, error=error, username=username)
     try:
@@ -210,7 +232,7 @@ async def create_room(
     if not _csrf_ok(request, csrf):
         return await _rooms(request, services, user, 403, "Your form expired; try again.", name)
     if not is_valid_room_name(name):
-        error = "Room names are 1-64 lowercase letters, digits or '-'."
+        error = f"Room names are {ROOM_NAME_RULE}."
         return await _rooms(request, services, user, 400, error, name)
     try:
         await services.rooms.create(name)

@@ -1,20 +1,12 @@
 """Rooms: the directory of names, cached in memory because rooms are never deleted."""
 
-import re
-
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chat.errors import RoomExists, RoomNotFound
+from chat.fields import is_valid_room_name
 from chat.models import Room
-
-ROOM_NAME_PATTERN = r"^[a-z0-9\-]{1,64}$"
-_ROOM_NAME_RE = re.compile(ROOM_NAME_PATTERN)
-
-
-def is_valid_room_name(name: str) -> bool:
-    return bool(_ROOM_NAME_RE.fullmatch(name))
 
 
 class RoomDirectory:

@@ -1,30 +1,10 @@
 """The REST API's request and response bodies."""
 
 from datetime import datetime
-from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 
-from chat.accounts import PASSWORD_MAX_CHARS, PASSWORD_MIN_CHARS, USERNAME_PATTERN
-from chat.messages import BODY_MAX_CHARS, NONCE_MAX_CHARS
-from chat.rooms import ROOM_NAME_PATTERN
-
-Username = Annotated[str, StringConstraints(pattern=USERNAME_PATTERN)]
-Password = Annotated[
-    str, StringConstraints(min_length=PASSWORD_MIN_CHARS, max_length=PASSWORD_MAX_CHARS)
-]
-RoomName = Annotated[str, StringConstraints(pattern=ROOM_NAME_PATTERN)]
-# No NUL characters: PostgreSQL cannot store them in text.
-NO_NUL_PATTERN = r"^[^\x00]*$"
-Body = Annotated[
-    str,
-    StringConstraints(
-        strip_whitespace=True, min_length=1, max_length=BODY_MAX_CHARS, pattern=NO_NUL_PATTERN
-    ),
-]
-Nonce = Annotated[
-    str, StringConstraints(min_length=1, max_length=NONCE_MAX_CHARS, pattern=NO_NUL_PATTERN)
-]
+from chat.fields import Body, Nonce, Password, RoomName, Username
 
 
 class Strict(BaseModel):

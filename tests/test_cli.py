@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from chat.db import PROJECT_DIR
+from chat.fields import PASSWORD_RULE, USERNAME_RULE
 from tests.conftest import PASSWORD, Server, make_settings, unique
 
 ADMIN_PASSWORD = "admin password 1"
@@ -77,6 +78,14 @@ FAILING: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
     "serve: not a URL": (("serve", "--port", "0"), {"CHAT_DATABASE_URL": "nonsense"}),
     "bad setting value": (("migrate",), {"CHAT_TOKEN_TTL_MINUTES": "soon"}),
     "create-admin without password": (("create-admin", "boss"), {}),
+    "create-admin with a bad username": (
+        ("create-admin", "no spaces"),
+        {"CHAT_ADMIN_PASSWORD": ADMIN_PASSWORD},
+    ),
+    "create-admin with a short password": (
+        ("create-admin", "boss"),
+        {"CHAT_ADMIN_PASSWORD": "short"},
+    ),
 }
 
 
@@ -124,6 +133,20 @@ def test_create_admin_needs_a_password(failed: dict[str, subprocess.CompletedPro
     """`create-admin` without a terminal or CHAT_ADMIN_PASSWORD fails with one line."""
     result = failed["create-admin without password"]
     assert "CHAT_ADMIN_PASSWORD" in assert_one_line_error(result)
+
+
+@pytest.mark.parametrize(
+    ("case", "rule"),
+    [
+        ("create-admin with a bad username", f"usernames are {USERNAME_RULE}"),
+        ("create-admin with a short password", f"passwords are {PASSWORD_RULE}"),
+    ],
+)
+def test_create_admin_states_the_rule(
+    failed: dict[str, subprocess.CompletedProcess[str]], case: str, rule: str
+) -> None:
+    """`create-admin` refuses what registration refuses, in the words the register page shows."""
+    assert assert_one_line_error(failed[case]) == f"chat: error: {rule}"
 
 
 def test_migrate_on_empty_data_dir(tmp_path: Path) -> None:

@@ -1,0 +1,165 @@
+"""What clients may send, each rule defined once.
+
+The pydantic types serve the REST bodies (chat/schemas.py) and the WebSocket frames
+(chat/frames.py); the `is_valid_*` checks and the `*_RULE` texts serve the pages, the command
+line and error messages, so that every door refuses the same input with the same words.
+"""
+
+import re
+import unicodedata
+from typing import Annotated
+
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+)
+from pydantic_core import PydanticCustomError
+
+USERNAME_MIN_CHARS = 3
+USERNAME_MAX_CHARS = 32
+# Also the register form's `pattern`: a browser reads it as the same JavaScript regex.
+USERNAME_PATTERN = rf"^[A-Za-z0-9_.\-]{{{USERNAME_MIN_CHARS},{USERNAME_MAX_CHARS}}}$"
+USERNAME_RULE = f"{USERNAME_MIN_CHARS}-{USERNAME_MAX_CHARS} letters, digits, '_', '.' or '-'"
+
+PASSWORD_MIN_CHARS = 8
+PASSWORD_MAX_CHARS = 1024
+PASSWORD_RULE = f"{PASSWORD_MIN_CHARS}-{PASSWORD_MAX_CHARS} characters"
+
+ROOM_NAME_PATTERN = r"^[a-z0-9\-]{1,64}$"
+ROOM_NAME_RULE = "1-64 lowercase letters, digits or '-'"
+
+BODY_MAX_CHARS = 4000
+BODY_RULE = f"1-{BODY_MAX_CHARS} characters after trimming, without NUL"
+NONCE_MAX_CHARS = 64
+NONCE_RULE = f"a string of 1-{NONCE_MAX_CHARS} characters without NUL"
+# Message ids are 64-bit signed integers in every database the server runs on.
+MESSAGE_ID_MAX = 2**63 - 1
+MESSAGE_ID_RULE = "a message id (an integer from 1 to 2^63-1)"
+EMOJI_MAX_BYTES = 16
+EMOJI_RULE = f"one emoji of at most {EMOJI_MAX_BYTES} bytes, or a :short_name:"
+
+# No NUL characters: PostgreSQL cannot store them in text.
+_NO_NUL_PATTERN = r"^[^\x00]*$"
+# At most 32 characters with the colons, as the spec allows.
+_SHORT_NAME_RE = re.compile(r":[a-z0-9_+\-]{1,30}:")
+# Format characters that emoji sequences are made with: the zero-width joiner (👩‍💻) and the
+# tag characters of subdivision flags. Other format characters (direction overrides, zero-width
+# spaces, the BOM) only hide or reorder text.
+_EMOJI_JOINERS = frozenset(["\u200d", *map(chr, range(0xE0020, 0xE0080))])
+
+
+def _trimmed_body(value: str) -> str:
+    try:
+        # A lone surrogate (JSON's "\ud800", which Python's parser lets through) is not text:
+        # no database driver could encode it.
+        value.encode()
+    except UnicodeEncodeError:
+        raise PydanticCustomError("string_unicode", "Input should be a valid string") from None
+    # Python's strip, not pydantic's: it also trims the separators U+001C-U+001F, as the
+    # WebSocket always has, so that both doors store the same body.
+    body = value.strip()
+    if not body:
+        raise PydanticCustomError("body_empty", "String is empty after trimming")
+    if len(body) > BODY_MAX_CHARS:
+        raise PydanticCustomError(
+            "body_too_long",
+            "String should have at most {max_length} characters after trimming",
+            {"max_length": BODY_MAX_CHARS},
+        )
+    if "\x00" in body:
+        raise PydanticCustomError("body_nul", "String should not contain NUL characters")
+    return body
+
+
+def is_valid_emoji(value: str) -> bool:
+    """A `:short_name:`, or something that looks like one emoji.
+
+    The spec's rule is one grapheme of at most 16 UTF-8 bytes. Telling graphemes apart needs
+    Unicode's segmentation tables, which the standard library lacks, so this approximates: at
+    most 16 bytes of non-ASCII characters that are neither whitespace nor control characters,
+    with no format characters but those emoji sequences use, starting with neither a
+    combining mark nor a joiner. It lets through a few non-emoji (a short run of CJK or
+    accented letters) and refuses keycaps such as 1️⃣, which start with an ASCII digit.
+    """
+    if _SHORT_NAME_RE.fullmatch(value):
+        return True
+    if not value or len(value.encode(errors="surrogatepass")) > EMOJI_MAX_BYTES:
+        return False
+    if unicodedata.category(value[0]) in ("Mn", "Mc", "Me", "Cf"):
+        return False
+    for char in value:
+        category = unicodedata.category(char)
+        if char.isascii() or char.isspace() or category in ("Cc", "Cs"):
+            return False
+        if category == "Cf" and char not in _EMOJI_JOINERS:
+            return False
+    return True
+
+
+def _emoji(value: str) -> str:
+    if not is_valid_emoji(value):
+        raise PydanticCustomError("emoji", "Value should be " + EMOJI_RULE)
+    return value
+
+
+Username = Annotated[str, StringConstraints(pattern=USERNAME_PATTERN)]
+Password = Annotated[
+    str, StringConstraints(min_length=PASSWORD_MIN_CHARS, max_length=PASSWORD_MAX_CHARS)
+]
+RoomName = Annotated[str, StringConstraints(pattern=ROOM_NAME_PATTERN)]
+Body = Annotated[
+    str,
+    AfterValidator(_trimmed_body),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": BODY_MAX_CHARS,
+            "pattern": _NO_NUL_PATTERN,
+            "description": BODY_RULE,
+        }
+    ),
+]
+Nonce = Annotated[
+    str, StringConstraints(min_length=1, max_length=NONCE_MAX_CHARS, pattern=_NO_NUL_PATTERN)
+]
+MessageId = Annotated[int, Field(ge=1, le=MESSAGE_ID_MAX)]
+Emoji = Annotated[
+    str, AfterValidator(_emoji), WithJsonSchema({"type": "string", "description": EMOJI_RULE})
+]
+
+
+_STRICT = ConfigDict(strict=True)
+_USERNAME = TypeAdapter(Username, config=_STRICT)
+_PASSWORD = TypeAdapter(Password, config=_STRICT)
+_ROOM_NAME = TypeAdapter(RoomName, config=_STRICT)
+_NONCE = TypeAdapter(Nonce, config=_STRICT)
+
+
+def _passes(adapter: TypeAdapter[str], value: object) -> bool:
+    try:
+        adapter.validate_python(value)
+    except ValidationError:
+        return False
+    return True
+
+
+def is_valid_username(value: object) -> bool:
+    return _passes(_USERNAME, value)
+
+
+def is_valid_password(value: object) -> bool:
+    return _passes(_PASSWORD, value)
+
+
+def is_valid_room_name(value: object) -> bool:
+    return _passes(_ROOM_NAME, value)
+
+
+def is_valid_nonce(value: object) -> bool:
+    return _passes(_NONCE, value)
