@@ -7,10 +7,11 @@ against it. An event is encoded to JSON once per room, never once per recipient.
 """
 
 from dataclasses import dataclass
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired
 
 import orjson
 from pydantic import ConfigDict, with_config
+from typing_extensions import TypedDict
 
 from chat.messages import StoredMessage, format_ts
 

@@ -192,7 +192,7 @@ def test_rest_message_is_delivered_to_sockets(server: Server) -> None:
         assert (got["user"], got["body"]) == (poster.username, "from a bot")
 
 
-def test_two_tabs_count_once_and_leave_with_the_last(make_server: Any) -> None:
+def test_two_tabs_count_once_and_leave_with_the_last(make_server: Any, sockets: OpenSocket) -> None:
     """A user with two tabs is present once, and leaves only when the last tab closes."""
     server = make_server()
     watcher, tabs = server.register(), server.register()
@@ -200,7 +200,7 @@ def test_two_tabs_count_once_and_leave_with_the_last(make_server: Any) -> None:
     both = sorted([watcher.username, tabs.username])
     with server.ws(path(room), watcher) as ww:
         welcome(ww)
-        tab1 = server.ws(path(room), tabs)
+        tab1 = sockets(server, path(room), tabs)
         welcome(tab1)
         recv_until(ww, of_type("presence", event="join", user=tabs.username))
         with server.ws(path(room), tabs) as tab2:
