@@ -55,6 +55,8 @@ Frame = dict[str, Any]
 @dataclass(frozen=True)
 class Error:
     code: str
+    # The refused frame's nonce, repeated when the frame was an object carrying a valid one.
+    nonce: str | None = None
 
 
 @dataclass(frozen=True)
@@ -149,21 +151,23 @@ def expected(frame: Send) -> Outcome:
         return Error("invalid_json")
     if not isinstance(value, dict):
         return Error("invalid_message")
+    body, nonce = value.get("body"), value.get("nonce")
+    valid_nonce = nonce is None or (
+        isinstance(nonce, str) and 0 < len(nonce) <= NONCE_MAX_CHARS and "\x00" not in nonce
+    )
+    echo = nonce if valid_nonce else None
     if value.get("type") == "typing":
         return Silence()
     if value.get("type") != "message":
-        return Error("invalid_message")
-    body, nonce = value.get("body"), value.get("nonce")
+        return Error("invalid_message", echo)
     if not isinstance(body, str) or not body.strip():
-        return Error("invalid_message")
+        return Error("invalid_message", echo)
     body = body.strip()
     if len(body) > BODY_MAX_CHARS:
-        return Error("too_large")
+        return Error("too_large", echo)
     if "\x00" in body:
-        return Error("invalid_message")  # No database of the spec's stores a NUL.
-    if nonce is not None and (
-        not isinstance(nonce, str) or not 0 < len(nonce) <= NONCE_MAX_CHARS or "\x00" in nonce
-    ):
+        return Error("invalid_message", echo)  # No database of the spec's stores a NUL.
+    if not valid_nonce:
         return Error("invalid_message")
     return Stored(body, nonce)
 
@@ -410,7 +414,7 @@ class Room:
 
         Errors come in the order of their frames, and so do new messages; a repeated nonce's
         acknowledgement goes straight to the sender, so it may overtake earlier echoes."""
-        want_errors = [a.code for a in answers if isinstance(a, Error)]
+        want_errors = [(a.code, a.nonce) for a in answers if isinstance(a, Error)]
         want_new: list[tuple[str, str | None]] = []
         want_repeats: list[str] = []
         nonces = set(self.by_nonce)
@@ -425,7 +429,7 @@ class Room:
         sentinel = answers[-1]
         assert isinstance(sentinel, Stored)
 
-        errors: list[str] = []
+        errors: list[tuple[str, str | None]] = []
         new: list[Frame] = []
         repeats: list[Frame] = []
         seen = {m["id"] for m in self.stored}
@@ -433,9 +437,9 @@ class Room:
         while not new or new[-1]["nonce"] != sentinel.nonce:
             got = recv(ws, max(0.1, deadline - time.monotonic()))
             if got["type"] == "error":
-                assert set(got) == {"type", "code", "detail"}, got
+                assert set(got) - {"nonce"} == {"type", "code", "detail"}, got
                 assert isinstance(got["detail"], str) and got["detail"], got
-                errors.append(got["code"])
+                errors.append((got["code"], got.get("nonce")))
             elif got["type"] == "message":
                 assert got["user"] == self.fuzzer.username and got["room"] == self.name, got
                 (repeats if got["id"] in seen else new).append(got)
@@ -443,7 +447,7 @@ class Room:
             else:
                 assert got["type"] == "presence" and got["user"] == self.fuzzer.username, got
         assert errors == want_errors
-        assert set(errors) <= ERROR_CODES
+        assert {code for code, _ in errors} <= ERROR_CODES
         assert [(m["body"], m["nonce"]) for m in new] == want_new
         ids = [m["id"] for m in self.stored + new]
         assert ids == sorted(set(ids)), ids
