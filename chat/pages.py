@@ -20,9 +20,11 @@ from chat.deps import (
 )
 from chat.errors import RateLimited, RoomExists, RoomNotFound, UsernameTaken
 from chat.fields import (
+    BODY_MAX_CHARS,
     PASSWORD_MAX_CHARS,
     PASSWORD_MIN_CHARS,
     PASSWORD_RULE,
+    ROOM_NAME_PATTERN,
     ROOM_NAME_RULE,
     USERNAME_MAX_CHARS,
     USERNAME_MIN_CHARS,
@@ -47,6 +49,9 @@ templates.env.globals["rules"] = {
     "password": PASSWORD_RULE,
     "password_min": PASSWORD_MIN_CHARS,
     "password_max": PASSWORD_MAX_CHARS,
+    "room_name": ROOM_NAME_RULE,
+    "room_name_pattern": ROOM_NAME_PATTERN,
+    "body_max": BODY_MAX_CHARS,
 }
 
 FormField = Annotated[str, Form()]
