@@ -71,5 +71,15 @@ async def revoke_token(session: AsyncSession, token_id: str, expires_at: datetim
     await session.commit()
 
 
+async def revoked_among(session: AsyncSession, token_ids: set[str]) -> set[str]:
+    """Which of these tokens are signed out."""
+    if not token_ids:
+        return set()
+    found = await session.scalars(
+        select(RevokedToken.token_id).where(RevokedToken.token_id.in_(token_ids))
+    )
+    return set(found)
+
+
 async def is_revoked(session: AsyncSession, token_id: str) -> bool:
     return bool(token_id) and await session.get(RevokedToken, token_id) is not None

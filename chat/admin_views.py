@@ -34,6 +34,9 @@ class AdminViews:
     def remove(self, view: AdminView) -> None:
         self._views.discard(view)
 
+    def token_ids(self) -> set[str]:
+        return {view.token_id for view in self._views}
+
     def kick_token(self, token_id: str) -> None:
         """Close every admin socket opened with the token `token_id` (1008)."""
         for view in list(self._views):

@@ -61,6 +61,7 @@ class Services:
     presence_changed: asyncio.Event = field(default_factory=asyncio.Event)
     # This process's open `/ws/admin` sockets.
     admin_views: AdminViews = field(default_factory=AdminViews)
+    _background: set[asyncio.Task[None]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -106,7 +107,7 @@ class Services:
 
     async def start(self) -> None:
         # Listen to the broker before anything can be published.
-        await self.broker.connect(self._on_events, self._on_control, self.hub.catch_up)
+        await self.broker.connect(self._on_events, self._on_control, self._on_reconnect)
         await self.presence.start(self._expired)
         await self.figures.start(lambda: (self.hub.connections, self.message_rate.per_sec()))
         self.writer.start()
@@ -128,8 +129,31 @@ class Services:
 
     def _on_control(self, event: ControlEvent) -> None:
         if event["type"] == "revoke":
-            self.hub.kick_token(event["token_id"], CloseCode.UNAUTHENTICATED, "signed out")
-            self.admin_views.kick_token(event["token_id"])
+            self._signed_out(event["token_id"])
+
+    def _signed_out(self, token_id: str) -> None:
+        self.hub.kick_token(token_id, CloseCode.UNAUTHENTICATED, "signed out")
+        self.admin_views.kick_token(token_id)
+
+    def _on_reconnect(self) -> None:
+        """Events may have been lost while a broker connection was down: read every room
+        up to date, and look up whether any live socket's token was signed out meanwhile
+        (its revocation was stored, but its event may never have been carried)."""
+        self.hub.catch_up()
+        task = asyncio.create_task(self._recheck_sign_outs(), name="recheck-sign-outs")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _recheck_sign_outs(self) -> None:
+        live = {c.token_id for c in self.hub.all()} | self.admin_views.token_ids()
+        try:
+            async with self.sessions() as session:
+                revoked = await accounts.revoked_among(session, live)
+        except Exception as exc:
+            log.warning("could not recheck sign-outs after a broker reconnect: %s", exc)
+            return
+        for token_id in revoked:
+            self._signed_out(token_id)
 
     async def revoke(self, claims: TokenClaims) -> None:
         """Sign a token out: refused from now on, and its live sockets closed everywhere."""

@@ -723,3 +723,28 @@ def test_sign_out_and_a_lost_role_close_sockets_on_every_process(
         assert closed_with(ws, timeout=3).code == 1008
     assert time.monotonic() - started < 2.5
     assert recv(kept, 3)["type"] == "stats"
+
+
+def test_a_sign_out_during_a_redis_outage_reaches_the_other_process_when_it_returns(
+    make_cluster: Callable[..., Cluster], private_redis: RedisServer
+) -> None:
+    """A token signed out on process 1 while Redis is down (its event cannot be carried) has
+    its socket on process 2 closed (1008) once Redis is back; another user's socket there is
+    left alone (the control)."""
+    cluster = make_cluster(broker_url=private_redis.url)
+    p1, p2 = cluster.nodes
+    ann, bob = cluster.register(p1), cluster.register(p1)
+    room = cluster.create_room(p1, ann)
+    a, b = cluster.join(p2, ann, room), cluster.join(p2, bob, room)
+
+    private_redis.stop()
+    for node in cluster.nodes:
+        wait_until(lambda node=node: health(node.url) == 503, 5, f"{node.url} reports 503")
+    with httpx.Client(base_url=p1.url, headers=ann.headers, timeout=15) as http:
+        assert http.post("/api/auth/logout").status_code == 204
+    # Nothing could carry the sign-out: the socket on process 2 still serves.
+    assert a.send("still open while Redis is away")["user"] == ann.username
+
+    private_redis.start()
+    assert closed_with(a.ws, timeout=15).code == 1008
+    assert b.send("still here")["user"] == bob.username
