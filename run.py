@@ -2,7 +2,7 @@
 """Set up and run chat with nothing but Python 3.11+.
 
     python3 run.py serve [chat serve options]   # the app on http://127.0.0.1:8000
-    python3 run.py test [pytest options]        # lint and the whole test suite
+    python3 run.py test [pytest options]        # lint, type-check and the whole test suite
 
 Creates `.venv` on first use and installs the pinned dependencies from the lock
 files (again only when a lock file changes).
@@ -55,6 +55,7 @@ def main() -> None:
         os.execv(BIN / "chat", [str(BIN / "chat"), "serve", *args])
     run(str(BIN / "ruff"), "check", ".")
     run(str(BIN / "ruff"), "format", "--check", ".")
+    run(str(BIN / "mypy"))
     run(str(BIN / "python"), "-m", "pytest", *args)
 
 
