@@ -117,11 +117,12 @@ class Connection:
         self._write(self.direct, wire)
 
     def _write(self, sink: DirectSink, wire: bytes) -> None:
-        if not sink.write(wire):
+        buffered = sink.write(wire)
+        if buffered is None:
             # The server is closing the socket (the peer closed, or missed its pongs)
             # and may not tell the handler until whatever is buffered has drained.
             self.kick(CloseCode.GOING_AWAY, "closed")
-        elif sink.buffered_bytes() > self.buffer_max_bytes:
+        elif buffered > self.buffer_max_bytes:
             # Nothing more reaches a reader this far behind, not even a close frame,
             # and it resumes with `since` either way: let go of it and its buffer now.
             sink.abort()

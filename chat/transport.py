@@ -1,11 +1,12 @@
 """Writing pre-encoded frames straight into the server's socket, where the server allows it.
 
 This module holds all that the project knows of uvicorn's internals. Its sans-I/O
-WebSocket protocol (`uvicorn.protocols.websockets.websockets_sansio_impl`) frames
-nothing on our behalf once a socket is open: bytes written to its asyncio transport
-reach the client as they are, so a room's frame can be encoded once and written to
-every member without a task or an `await` per socket. Relied upon, and checked
-against uvicorn 0.54.0:
+WebSocket protocol (`uvicorn.protocols.websockets.websockets_sansio_impl`, new in
+uvicorn 0.35.0) keeps no state about the frames it sends once a socket is open, so
+complete frames written to its transport reach the client as they are: a room's
+frame is encoded once and written to every member without a task or an `await`
+per socket. Relied upon, as checked against uvicorn 0.54.0 (re-check whenever the
+supported range of uvicorn moves):
 
 - `chat.app.SocketRoutes` stores the server's `send` callable in the scope; for this
   protocol it is the bound method `WebSocketsSansIOProtocol.send`, so `__self__` is
@@ -15,8 +16,9 @@ against uvicorn 0.54.0:
 - `protocol.close_sent` turns true once a close frame has been written, after which
   no other frame may follow.
 
-Any other server, or a uvicorn without that module, gets None from `direct_sink` and
-the caller sends through the ASGI `send` instead.
+Any other server, or a uvicorn without that module, gets None from `direct_sink`:
+the caller then sends through the ASGI `send`, which offers no abort. There a
+socket that does not read holds no more than its bounded queue in this process.
 """
 
 import asyncio
@@ -50,12 +52,14 @@ class DirectSink:
         self._protocol = protocol
         self._transport: asyncio.Transport = protocol.transport
 
-    def write(self, wire: bytes) -> bool:
-        """Queue encoded frames for sending; False once the socket is closing or closed."""
-        if self._protocol.close_sent or self._transport.is_closing():
-            return False
-        self._transport.write(wire)
-        return True
+    def write(self, wire: bytes) -> int | None:
+        """Queue encoded frames for sending; the bytes buffered now, or None (and nothing
+        written) once the socket is closing or closed."""
+        transport = self._transport
+        if self._protocol.close_sent or transport.is_closing():
+            return None
+        transport.write(wire)
+        return transport.get_write_buffer_size()
 
     def buffered_bytes(self) -> int:
         """Bytes written but not yet taken by the kernel: what the client is behind by."""
