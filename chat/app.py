@@ -18,10 +18,10 @@ from starlette.websockets import WebSocket
 
 from chat import pages, ws
 from chat.db import PROJECT_DIR
-from chat.hub import SERVER_SEND_KEY
 from chat.routes import admin, auth, health, rooms
 from chat.services import Services
 from chat.settings import Settings
+from chat.transport import SERVER_SEND_KEY
 
 MAX_REQUEST_BODY_BYTES = 1024 * 1024
 

@@ -2,66 +2,48 @@
 
 An event is encoded once per room, down to the bytes of its WebSocket frame
 (server frames are not masked, so every recipient gets the same bytes). Handing
-it to a socket is then one non-blocking write into that socket's transport: its
-bounded send buffer, drained by the event loop. A slow socket is never awaited;
-one whose buffer passes its bound is dropped (it can resume with `since`), which
-keeps memory bounded and the room fast.
+it to a socket is then one non-blocking write into that socket's transport
+(`chat.transport`): its bounded send buffer, drained by the event loop. A slow
+socket is never awaited; one whose buffer passes its bound is aborted, buffer and
+all (it can resume with `since`), which keeps memory bounded and the room fast.
 
-Until its welcome is sent a socket holds its frames back. On servers other than
-uvicorn's sans-I/O WebSocket protocol it queues them instead, for a task of its own.
+Until its welcome is sent a socket holds its frames back. On servers whose transport
+cannot be written to it queues them instead, for a task of its own.
 """
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from chat import events
+from chat.closecodes import CloseCode
 from chat.events import RoomEvent
 from chat.messages import StoredMessage
 from chat.sequencer import RoomSequencer
+from chat.transport import DirectSink, direct_sink, wire_frame
 
 log = logging.getLogger(__name__)
 
-# Close code for a socket that could not keep up with its room.
-CLOSE_TOO_SLOW = 1013
-CLOSE_GOING_AWAY = 1001
+TOO_SLOW_REASON = "too slow; reconnect with since"
+# A kicked socket's close frame, and what was sent before it, must leave our buffer
+# within this long, or the connection is aborted: a client that does not read would
+# otherwise hold the connection and its buffer for as long as it keeps TCP open.
+CLOSE_DRAIN_SECS = 2.0
 
 # A frame to send: the message id it carries (0 for other frames) and its encoded event.
 Frame = tuple[int, bytes]
-
-
-def wire_frame(payload: bytes) -> bytes:
-    """A complete, unmasked WebSocket text frame carrying `payload` (RFC 6455, 5.2)."""
-    size = len(payload)
-    if size < 126:
-        header = bytes((0x81, size))
-    elif size < 1 << 16:
-        header = b"\x81\x7e" + size.to_bytes(2, "big")
-    else:
-        header = b"\x81\x7f" + size.to_bytes(8, "big")
-    return header + payload
-
-
-# Where `chat.app.SocketRoutes` leaves the server's send callable of a WebSocket scope.
-SERVER_SEND_KEY = "chat.server_send"
-
-
-def _raw_protocol(websocket: WebSocket) -> Any:
-    """uvicorn's protocol behind this socket, if frames can be written to it directly."""
-    protocol = getattr(websocket.scope.get(SERVER_SEND_KEY), "__self__", None)
-    return protocol if isinstance(protocol, WebSocketsSansIOProtocol) else None
 
 
 class Connection:
     """One room socket as the fan-out sees it.
 
     Kept small: a server holds thousands of idle ones. Its handler reads from the
-    socket in its own task, `reader`, which `kick` cancels to end the connection.
+    socket in its own task, `reader`, which `kick` cancels to end the connection,
+    and then calls `close`.
     """
 
     __slots__ = (
@@ -71,7 +53,6 @@ class Connection:
         "direct",
         "floor",
         "pending",
-        "protocol",
         "queue",
         "queue_max",
         "reader",
@@ -97,11 +78,10 @@ class Connection:
         self.token_id = token_id
         self.queue_max = queue_max
         self.buffer_max_bytes = buffer_max_bytes
-        self.protocol = _raw_protocol(websocket)
         # Frames published before the welcome went out; None once it has.
         self.pending: list[Frame] | None = []
-        # True once frames go straight to the transport.
-        self.direct = False
+        # Where frames go straight to, once the welcome is out, if the server allows it.
+        self.direct: DirectSink | None = None
         # Only on servers whose transport cannot be written to: frames for `sender`.
         self.queue: asyncio.Queue[Frame] | None = None
         self.sender: asyncio.Task[None] | None = None
@@ -113,56 +93,60 @@ class Connection:
 
     def push(self, frame: Frame, wire: bytes | None = None) -> None:
         """Send `frame` without waiting; `wire` is its encoded frame, if already made."""
-        if self.direct:
+        if self.direct is not None:
             message_id, payload = frame
             if message_id and message_id <= self.floor:
                 return
-            self._write(wire or wire_frame(payload))
+            self._write(self.direct, wire or wire_frame(payload))
         elif self.queue is not None:
             try:
                 self.queue.put_nowait(frame)
             except asyncio.QueueFull:
-                self.kick(CLOSE_TOO_SLOW, "too slow; reconnect with since")
+                self.kick(CloseCode.TOO_SLOW, TOO_SLOW_REASON)
         elif self.pending is not None:
             if len(self.pending) >= self.queue_max:
-                self.kick(CLOSE_TOO_SLOW, "too slow; reconnect with since")
+                self.kick(CloseCode.TOO_SLOW, TOO_SLOW_REASON)
             else:
                 self.pending.append(frame)
 
     def push_run(self, frames: list[Frame], wire: bytes) -> None:
         """Send consecutive messages; `wire` is all their frames, sent in one write."""
-        if not self.direct or frames[0][0] <= self.floor:
+        if self.direct is None or frames[0][0] <= self.floor:
             for frame in frames:
                 self.push(frame)
             return
-        self._write(wire)
+        self._write(self.direct, wire)
 
-    def _write(self, wire: bytes) -> None:
-        protocol = self.protocol
-        transport = protocol.transport
-        if protocol.close_sent or transport.is_closing():
-            return
-        transport.write(wire)
-        if transport.get_write_buffer_size() > self.buffer_max_bytes:
-            self.kick(CLOSE_TOO_SLOW, "too slow; reconnect with since")
+    def _write(self, sink: DirectSink, wire: bytes) -> None:
+        buffered = sink.write(wire)
+        if buffered is None:
+            # The server is closing the socket (the peer closed, or missed its pongs)
+            # and may not tell the handler until whatever is buffered has drained.
+            self.kick(CloseCode.GOING_AWAY, "closed")
+        elif buffered > self.buffer_max_bytes:
+            # Nothing more reaches a reader this far behind, not even a close frame,
+            # and it resumes with `since` either way: let go of it and its buffer now.
+            sink.abort()
+            self.kick(CloseCode.TOO_SLOW, TOO_SLOW_REASON)
 
     def start_sending(self) -> None:
         """After the welcome: send what queued up meanwhile, then every frame as it comes."""
         pending, self.pending = self.pending or [], None
         if self.close_code is not None:
             return
-        if self.protocol is None:
+        sink = direct_sink(self.websocket)
+        if sink is None:
             self.queue = asyncio.Queue(self.queue_max)
             for frame in pending:  # No more than queue_max: push() saw to that.
                 self.queue.put_nowait(frame)
             self.sender = asyncio.create_task(self._send_forever())
             return
-        self.direct = True
+        self.direct = sink
         for frame in pending:
             self.push(frame)
 
     def kick(self, code: int, reason: str) -> None:
-        """End this connection with `code`: its handler stops reading and closes the socket."""
+        """End this connection with `code`: its handler stops reading and calls `close`."""
         if self.close_code is not None:
             return
         self.close_code, self.close_reason = code, reason
@@ -171,6 +155,30 @@ class Connection:
         # From its own task the handler sees `close_code` when it reads on.
         if self.reader is not None and self.reader is not asyncio.current_task():
             self.reader.cancel()
+
+    async def close(self) -> None:
+        """Send the close frame of `kick`, and abort the connection if it is not sent soon.
+
+        Only where frames are written straight to the transport: elsewhere the server
+        offers no abort, and the bounded queue is all this process holds for the socket.
+        """
+        assert self.close_code is not None
+        code, reason, sink = self.close_code, self.close_reason, direct_sink(self.websocket)
+        if sink is None:
+            with contextlib.suppress(RuntimeError, WebSocketDisconnect, OSError):
+                await self.websocket.close(code, reason)
+            return
+        try:
+            # The server's send waits while its buffer is over its high-water mark.
+            async with asyncio.timeout(CLOSE_DRAIN_SECS):
+                await self.websocket.close(code, reason)
+        except TimeoutError:
+            sink.abort()
+            return
+        except (RuntimeError, WebSocketDisconnect, OSError):
+            pass  # Closed first, by the peer or the server; its buffer may still not drain.
+        if sink.buffered_bytes():
+            asyncio.get_running_loop().call_later(CLOSE_DRAIN_SECS, _abort_unless_drained, sink)
 
     async def _send_forever(self) -> None:
         assert self.queue is not None
@@ -182,7 +190,12 @@ class Connection:
                     continue
                 await send(payload.decode())
         except (WebSocketDisconnect, RuntimeError, OSError):
-            self.kick(CLOSE_GOING_AWAY, "send failed")
+            self.kick(CloseCode.GOING_AWAY, "send failed")
+
+
+def _abort_unless_drained(sink: DirectSink) -> None:
+    if sink.buffered_bytes():
+        sink.abort()
 
 
 Fetch = Callable[[str, int], Awaitable[list[StoredMessage]]]

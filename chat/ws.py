@@ -179,7 +179,7 @@ async def _serve(
         if left is not None:
             await services.announce_presence(room, "leave", member.username, left)
     if connection.close_code is not None:
-        await _close(websocket, connection.close_code, connection.close_reason)
+        await connection.close()
 
 
 async def _history(

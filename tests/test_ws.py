@@ -823,9 +823,9 @@ def test_max_connections_per_user(make_server: Any) -> None:
 
 
 def test_slow_consumer_is_dropped_1013(make_server: Any) -> None:
-    """A client that does not read is disconnected with 1013 once its send queue overflows,
-    after a gap-free prefix of the room's messages, while a reading client gets them all in
-    order."""
+    """A client that does not read is dropped once its send buffer overflows, after a
+    gap-free prefix of the room's messages, while a reading client gets them all in order.
+    The connection is aborted: its close frame (1013) could only follow the buffer."""
     srv = make_server(rate_burst=10_000, rate_per_sec=10_000, send_queue_max=4)
     reader, slow, poster = srv.register(), srv.register(), srv.register()
     room = srv.create_room(reader)
@@ -855,7 +855,7 @@ def test_slow_consumer_is_dropped_1013(make_server: Any) -> None:
         r = post(http, poster, room, "after")
         posted.append(r.json()["id"])
         received.append(recv_until(wr, of_type("message")))
-    assert code == CLOSE_TOO_SLOW
+    assert code is None
     assert [f["id"] for f in received if f["type"] == "message"] == posted
     assert kept[0]["type"] == "welcome"
     got = [f["id"] for f in kept if f["type"] == "message"]
