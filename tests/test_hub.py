@@ -18,7 +18,7 @@ from chat import transport
 from chat.closecodes import CloseCode
 from chat.hub import Hub
 from tests.conftest import Server, make_settings, of_type, recv_until
-from tests.ws_helpers import StalledClient, frames_until, post, welcome
+from tests.ws_helpers import StalledClient, post, post_until_dropped, welcome
 
 
 @pytest.fixture(params=["wsproto", "no sans-I/O module"])
@@ -67,8 +67,6 @@ def test_queued_slow_socket_is_dropped_1013(queued_server: Server) -> None:
     reader, slow, poster = (queued_server.register() for _ in range(3))
     room = queued_server.create_room(reader)
     body = "\N{GRINNING FACE}" * 4000  # 16 kB a frame fills the socket buffers quickly
-    posted: list[int] = []
-    received: list[int] = []
     with (
         queued_server.ws(f"/ws/rooms/{room}", reader) as wr,
         httpx.Client(base_url=queued_server.url, timeout=15) as http,
@@ -77,17 +75,8 @@ def test_queued_slow_socket_is_dropped_1013(queued_server: Server) -> None:
         stalled = StalledClient(queued_server, f"/ws/rooms/{room}", slow)
         try:
             recv_until(wr, of_type("presence", event="join", user=slow.username))
-            dropped = False
-            while not dropped:
-                assert len(posted) < 2000, "the stalled client was never dropped"
-                r = post(http, poster, room, body)
-                assert r.status_code == 201, r.text
-                posted.append(r.json()["id"])
-                frames = frames_until(wr, lambda f: f.get("id") == posted[-1])
-                received += [f["id"] for f in frames if f["type"] == "message"]
-                dropped = any(
-                    of_type("presence", event="leave", user=slow.username)(f) for f in frames
-                )
+            posted, frames = post_until_dropped(http, poster, room, body, wr, slow.username)
+            received = [f["id"] for f in frames if f["type"] == "message"]
             kept, code = stalled.read_until_closed()
         finally:
             stalled.close()

@@ -34,6 +34,7 @@ from tests.ws_helpers import (
     history,
     own_message,
     post,
+    post_until_dropped,
     seed,
     send,
     signed,
@@ -830,24 +831,12 @@ def test_slow_consumer_is_dropped_1013(make_server: Any) -> None:
     reader, slow, poster = srv.register(), srv.register(), srv.register()
     room = srv.create_room(reader)
     body = "\N{GRINNING FACE}" * 4000  # 16 kB a frame fills the socket buffers quickly
-    posted: list[int] = []
-    received: list[Message] = []
     with srv.ws(path(room), reader) as wr, httpx.Client(base_url=srv.url, timeout=15) as http:
         welcome(wr)
         stalled = StalledClient(srv, path(room), slow)
         try:
             recv_until(wr, of_type("presence", event="join", user=slow.username))
-            dropped = False
-            while not dropped:
-                assert len(posted) < 2000, "the stalled client was never dropped"
-                r = post(http, poster, room, body)
-                assert r.status_code == 201, r.text
-                posted.append(r.json()["id"])
-                frames = frames_until(wr, lambda f: f.get("id") == posted[-1])
-                received += frames
-                dropped = any(
-                    of_type("presence", event="leave", user=slow.username)(f) for f in frames
-                )
+            posted, received = post_until_dropped(http, poster, room, body, wr, slow.username)
             kept, code = stalled.read_until_closed()
         finally:
             stalled.close()

@@ -173,6 +173,30 @@ def with_bad_signature(token: str) -> str:
     return f"{header}.{payload}.{signature[:i]}{flipped}{signature[i + 1 :]}"
 
 
+def post_until_dropped(
+    http: httpx.Client,
+    poster: Account,
+    room: str,
+    body: str,
+    watcher: ClientConnection,
+    dropped_user: str,
+) -> tuple[list[int], list[Frame]]:
+    """Post `body` to `room` until `watcher` sees `dropped_user` leave (dropped for being too
+    slow); the ids posted, and every frame `watcher` received meanwhile."""
+    posted: list[int] = []
+    received: list[Frame] = []
+    while True:
+        assert len(posted) < 2000, f"{dropped_user} was never dropped"
+        r = post(http, poster, room, body)
+        assert r.status_code == 201, r.text
+        posted.append(r.json()["id"])
+        frames = frames_until(watcher, lambda f: f.get("id") == posted[-1])
+        received += frames
+        left = {"type": "presence", "event": "leave", "user": dropped_user}
+        if any(all(f.get(k) == v for k, v in left.items()) for f in frames):
+            return posted, received
+
+
 class StalledClient:
     """A WebSocket client that reads nothing from its socket until asked to, with a tiny
     receive buffer, so that the server's sends back up quickly."""
