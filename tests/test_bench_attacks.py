@@ -22,7 +22,7 @@ def row(**changes: Any) -> dict[str, Any]:
         "healthz_probes": 10,
         "healthz_failed": 0,
         "healthz_worst_ms": 3.0,
-        "attacker": {"frames": 10, "close_codes": {"4429": 4}},
+        "attacker": {"frames": 10, "sent_bytes": 230, "opened": 4, "ends": {"4429": 4}},
     }
     return {**base, **changes}
 
@@ -65,7 +65,7 @@ def test_the_floor_stands_for_a_tiny_unattacked_p99() -> None:
 def test_report_shows_lost_killed_and_failed_rows(capsys: pytest.CaptureFixture[str]) -> None:
     lost = row(attacked={"sends": 200, "lost": 200, "p50_ms": math.inf, "p99_ms": math.inf})
     killed = row(attack="ping-flood", killed_at_mib=1600.0, rss_after_growth_mib=None)
-    killed["attacker"] = {"sent_mib": 900.0, "hung_up_by_server": 0, "sockets": 4}
+    killed["attacker"] = {"sent_bytes": 2**30, "opened": 4, "sockets": 4, "ends": {}}
     failed = {"attack": "slowloris", "what": "", "error": "server did not come up"}
     rows = [attacks.judge(r, 10.0) for r in (lost, killed, failed)]
     attacks.print_report(rows)
