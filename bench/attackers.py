@@ -23,7 +23,8 @@ from typing import Any
 
 import httpx
 
-PASSWORD = "bench password 1"
+from bench.servers import PASSWORD
+
 # Header lines on one request: stop at this many bytes if the server never does.
 HEADER_BYTES_CAP = 100 * 2**20
 PING_SOCKETS = 4
