@@ -14,16 +14,22 @@ Scenarios:
             against committing every message on its own (bench.baseline_commit);
             also on PostgreSQL when CHAT_BENCH_POSTGRES=1
   login     the event loop's worst lag while 20 logins hash their passwords at once
+  attacks   hostile clients (ping and typing floods, endless headers, slowloris,
+            registration, room and reconnect floods, 1 MB usernames), each for
+            --duration seconds against a fresh server: its RSS growth and the others'
+            acknowledgement p99 against unattacked, PASS or FAIL against the bounds
 
 Without a scenario, all of them run. Each writes bench/results/<scenario>.json.
 """
 
 import argparse
+import contextlib
 import json
+import sys
 from collections.abc import Callable
 from typing import Any
 
-from bench import scenarios
+from bench import attacks, scenarios
 from bench.common import (
     RESULTS,
     SUSTAINED_P99_MS,
@@ -119,6 +125,7 @@ def run_cluster(args: argparse.Namespace) -> list[dict[str, Any]]:
 SCENARIOS: dict[str, Callable[[argparse.Namespace], list[dict[str, Any]]]] = {
     "cluster": run_cluster,
     **scenarios.SCENARIOS,
+    "attacks": attacks.attacks_scenario,
 }
 
 
@@ -141,7 +148,13 @@ def main() -> None:
         help="messages/s to publish, comma-separated",
     )
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per step")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print every scenario's rows as one JSON object on stdout (the tables go to stderr)",
+    )
     scenarios.add_arguments(parser)
+    attacks.add_arguments(parser)
     args = parser.parse_args()
     unknown = [name for name in args.scenarios if name not in SCENARIOS]
     if unknown:
@@ -150,11 +163,15 @@ def main() -> None:
     # started from here inherit the raised limit.
     raise_open_files_limit()
     RESULTS.mkdir(exist_ok=True)
-    for name in args.scenarios or list(SCENARIOS):
-        print(f"\n== {name} ==", flush=True)
-        print_row.headed = False  # type: ignore[attr-defined]
-        rows = SCENARIOS[name](args)
-        (RESULTS / f"{name}.json").write_text(json.dumps(rows, indent=2))
+    results: dict[str, list[dict[str, Any]]] = {}
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        for name in args.scenarios or list(SCENARIOS):
+            print(f"\n== {name} ==", flush=True)
+            print_row.headed = False  # type: ignore[attr-defined]
+            rows = results[name] = SCENARIOS[name](args)
+            (RESULTS / f"{name}.json").write_text(json.dumps(rows, indent=2))
+    if args.json:
+        print(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
