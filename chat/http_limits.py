@@ -254,13 +254,22 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._timer = self.loop.call_later(LINGER_SECS, transport.close)
 
 
+def connections_allowed(max_connections: int) -> int:
+    """CHAT_MAX_CONNECTIONS, lowered to what this process's open files limit can hold:
+    beyond it the server could not even accept a connection to refuse it."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return max_connections
+    return max(1, min(max_connections, soft - RESERVED_FILES))
+
+
 def limits(settings: Settings) -> Limits:
     return Limits(
         max_header_bytes=settings.http_max_header_bytes,
         max_headers=settings.http_max_headers,
         head_timeout_secs=settings.http_head_timeout_secs,
         body_timeout_secs=settings.http_body_timeout_secs,
-        max_connections=settings.max_connections,
+        max_connections=connections_allowed(settings.max_connections),
     )
 
 
@@ -277,7 +286,8 @@ def uvicorn_http_options(settings: Settings) -> dict[str, Any]:
 
 def raise_open_files_limit(max_connections: int) -> int:
     """Raise this process's soft limit of open files to its hard limit (inherited by
-    worker processes); warn when it leaves too few for `max_connections`. The limit now."""
+    worker processes); warn when it leaves too few for `max_connections`, which is then
+    lowered to fit (`connections_allowed`). The limit now."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = INFINITE_FILES_CAP if hard == resource.RLIM_INFINITY else hard
     if soft != resource.RLIM_INFINITY and soft < target:
@@ -289,9 +299,9 @@ def raise_open_files_limit(max_connections: int) -> int:
     if soft != resource.RLIM_INFINITY and max_connections + RESERVED_FILES > soft:
         log.warning(
             "CHAT_MAX_CONNECTIONS=%d leaves too few of the %d files this process may open: "
-            "set it below %d or raise the limit (ulimit -n)",
+            "connections are limited to %d; raise the limit (ulimit -n) to allow more",
             max_connections,
             soft,
-            soft - RESERVED_FILES,
+            connections_allowed(max_connections),
         )
     return soft

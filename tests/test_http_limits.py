@@ -246,3 +246,14 @@ def test_open_files_limit_is_raised_to_the_hard_limit() -> None:
         [sys.executable, "-c", RAISE_LIMIT, str(soft)], capture_output=True, text=True, check=True
     )
     assert f"CHAT_MAX_CONNECTIONS={soft} leaves too few" in done.stderr
+    assert f"connections are limited to {soft - 64}" in done.stderr
+
+
+def test_connection_limit_fits_the_open_files_limit() -> None:
+    """CHAT_MAX_CONNECTIONS above what the open files limit holds is lowered to fit."""
+    from chat.http_limits import RESERVED_FILES, connections_allowed
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert connections_allowed(10) == 10
+    if soft != resource.RLIM_INFINITY:
+        assert connections_allowed(soft * 2) == soft - RESERVED_FILES
