@@ -199,14 +199,6 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _head_timed_out(self) -> None:
         self._timer = None
-        cycle = self.cycle
-        if cycle is not None and not cycle.response_complete:
-            # A pipelined head is late while the previous response is being written:
-            # finish that response, then close.
-            cycle.keep_alive = False
-            self.flow.pause_reading()
-            self.limits.log.hit("request head not received in time", self.client)
-            return
         if self._request_begun:
             self._refuse(408, "request head not received in time")
         else:
@@ -235,6 +227,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._disarm()
         transport = self.transport
         if transport.is_closing():
+            return
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete and not cycle.disconnected:
+            # A pipelined request is over a limit while the previous one is answered: no
+            # answer may cut into that one, so read no more and close after it.
+            cycle.keep_alive = False
+            self.flow.pause_reading()
             return
         body = reason.encode()
         head = [STATUS_LINE[status]]

@@ -110,6 +110,26 @@ def test_one_huge_header_gets_431(server: Server) -> None:
     assert answer.startswith(b"HTTP/1.1 431 "), answer[:80]
 
 
+def test_oversized_pipelined_head_leaves_the_answer_before_it_whole(server: Server) -> None:
+    """A head without end pipelined behind a good request: the server stops reading it,
+    the good one's answer arrives whole, then the connection is closed (with 431 after
+    it, if that answer was done)."""
+    with connect(server) as sock:
+        sock.sendall(HEAD + b"\r\n" + HEAD)
+        sent = send_until_refused(sock, (b"X-Fill: " + b"a" * 4086 + b"\r\n") * 256, 32 * MiB)
+        answer = read_until_closed(sock)
+    assert sent < 16 * MiB, f"the server read {sent / MiB:.0f} MiB of one request head"
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), answer[:80]
+    length = next(
+        int(line.split(b":")[1])
+        for line in head.lower().split(b"\r\n")
+        if line.startswith(b"content-length:")
+    )
+    after = rest[length:]
+    assert after == b"" or after.startswith(b"HTTP/1.1 431 "), after[:80]
+
+
 def test_too_many_headers_get_431(server: Server) -> None:
     """Over CHAT_HTTP_MAX_HEADERS header lines: 431 and closed; 90 lines are served."""
     with connect(server) as sock:
