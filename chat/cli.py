@@ -43,12 +43,15 @@ def _migrate(settings: Settings) -> None:
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
+    from chat.http_limits import raise_open_files_limit
+
     settings = _settings()
     if args.workers > 1 and settings.broker_url.startswith("memory:"):
         raise CommandError(
             "--workers > 1 needs a shared broker: set CHAT_BROKER_URL=redis://host:port/db"
         )
     settings.signing_key()  # Creates the key once, before workers race for it.
+    raise_open_files_limit(settings.max_connections)
     check_broker(settings.broker_url)
     _migrate(settings)
     uvicorn.run(
@@ -64,7 +67,10 @@ def serve(args: argparse.Namespace) -> None:
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """How uvicorn must run this app, wherever it is started from."""
+    from chat.http_limits import uvicorn_http_options
+
     return {
+        **uvicorn_http_options(settings),
         "ws": "websockets-sansio",
         "ws_max_size": settings.ws_max_frame_bytes,
         "ws_ping_interval": settings.ws_ping_interval_secs,

@@ -60,6 +60,15 @@ class Settings(BaseSettings):
     # Database connections per process (PostgreSQL): kept open, and extra under load.
     db_pool_size: int = Field(10, ge=1)
     db_max_overflow: int = Field(10, ge=0)
+    # HTTP limits of `chat serve`: a request head's size and header lines, the time to
+    # receive a head and a body, idle keep-alive, and connections (HTTP and WebSocket)
+    # open at once per process; beyond it a new connection gets 503.
+    http_max_header_bytes: int = Field(64 * 1024, ge=1024)
+    http_max_headers: int = Field(100, ge=8)
+    http_head_timeout_secs: float = Field(10.0, gt=0)
+    http_body_timeout_secs: float = Field(30.0, gt=0)
+    http_keepalive_secs: int = Field(5, ge=1)
+    max_connections: int = Field(4000, ge=1)
 
     # Behind an HTTPS proxy the session cookie must only travel over TLS.
     cookie_secure: bool = False
