@@ -17,6 +17,7 @@ from chat.closecodes import CloseCode
 from chat.deps import ACCESS_COOKIE, authenticate_token, get_services
 from chat.errors import RateLimited, RoomNotFound, StorageUnavailable
 from chat.events import ErrorFrame
+from chat.fields import parse_since
 from chat.frames import FrameError, parse_frame
 from chat.hub import Connection
 from chat.messages import StoredMessage
@@ -78,9 +79,10 @@ def _since(websocket: WebSocket) -> int | None:
     raw = websocket.query_params.get("since")
     if raw is None:
         return None
-    if not raw.isdigit() or len(raw) > 18:
+    since = parse_since(raw)
+    if since is None:
         raise Refused(CloseCode.BAD_REQUEST, "since must be a message id")
-    return int(raw)
+    return since
 
 
 async def _close(websocket: WebSocket, code: int, reason: str) -> None:

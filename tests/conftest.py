@@ -68,7 +68,7 @@ class Server:
     thread: threading.Thread | None = None
     server: uvicorn.Server | None = None
     admin: Account | None = None
-    # Replaces uvicorn's WebSocket protocol (the product's is "websockets-sansio").
+    # Replaces uvicorn's WebSocket protocol (the product's is `chat.wsprotocol.PROTOCOL`).
     ws_protocol: str | None = None
     _clients: list[httpx.Client] = field(default_factory=list)
 
