@@ -2,8 +2,8 @@
 
 import logging
 import re
-from urllib.parse import unquote_plus
 from typing import Any
+from urllib.parse import unquote_plus
 
 # `name=value` pairs, as in a query string; the name may be percent-encoded.
 _PAIR = re.compile(r"((?:[A-Za-z0-9_.~+\-]|%[0-9A-Fa-f]{2})+)=[^&\s\"']*")

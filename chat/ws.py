@@ -32,6 +32,8 @@ TYPING_INTERVAL_SECS = 2.0
 ADMIN_REFRESH_SECS = 1.0
 # Messages one socket may have waiting for their commit before it stops reading.
 MAX_UNCOMMITTED_PER_SOCKET = 64
+# Handshake buckets apart from message buckets: no username holds a ':'.
+HANDSHAKE_KEY_PREFIX = "handshake:"
 
 
 class Refused(Exception):
@@ -72,6 +74,11 @@ async def _admit(websocket: WebSocket, services: Services) -> tuple[User, TokenC
     found = await authenticate_token(services, token)
     if found is None:
         raise Refused(CloseCode.UNAUTHENTICATED, "invalid or expired token")
+    try:
+        # Before the welcome: a reconnect loop with `since=0` is served a history each time.
+        await services.handshakes.acquire(HANDSHAKE_KEY_PREFIX + found[0].username_key)
+    except RateLimited:
+        raise Refused(CloseCode.TOO_MANY, "too many connections; wait") from None
     return found
 
 

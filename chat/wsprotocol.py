@@ -25,6 +25,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
 from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
 
 from chat.closecodes import CloseCode
 from chat.settings import Settings
@@ -76,8 +77,10 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def handle_events(self) -> None:
         for event in self.conn.events_received():
-            if not isinstance(event, Frame):
+            if isinstance(event, Request):
                 self.handle_connect(event)
+            elif not isinstance(event, Frame):
+                continue
             elif self.close_sent:
                 # Only the client's close echo matters now: drop the pongs made for it.
                 self.conn.data_to_send()
@@ -94,7 +97,7 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
         now, limits = self.loop.time(), self.limits
         elapsed, self.frames_counted_at = now - self.frames_counted_at, now
         tokens = min(limits.frames_burst, self.frame_tokens + elapsed * limits.frames_per_sec)
-        allowed = tokens >= 1.0
+        allowed: bool = tokens >= 1.0
         self.frame_tokens = tokens - 1.0 if allowed else tokens
         return allowed
 
@@ -172,7 +175,7 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
             self.abort_timer = None
 
     def _peer(self) -> str:
-        return "%s:%d" % self.client if self.client else "a client"
+        return f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
 
 
 _HANDLERS = {

@@ -15,7 +15,16 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from chat.closecodes import CloseCode
-from tests.conftest import PASSWORD, Server, recv_until, unique
+from tests.conftest import (
+    PASSWORD,
+    REDIS_URL,
+    Account,
+    Server,
+    need,
+    recv_until,
+    redis_available,
+    unique,
+)
 from tests.test_lifecycle import Process
 from tests.test_transport import open_websockets, rss_bytes, wait_until
 from tests.ws_helpers import closed_with, own_message, send, welcome
@@ -166,7 +175,7 @@ def test_frame_flood_closes_4429_and_spares_the_others(make_server: Callable[...
 
 @pytest.mark.parametrize("since", ["%C2%B2", "%EF%BC%91", "1e3", "-1", "9" * 19])
 def test_since_that_is_not_ascii_digits_closes_4400(server: Server, since: str) -> None:
-    """`since` is ASCII digits naming a message id; anything else ("²", a full-width "１")
+    """`since` is ASCII digits naming a message id; anything else ("²", a full-width one)
     is closed with 4400, not dropped with an error in the server."""
     account = server.register()
     with server.ws(f"/ws/rooms/general?since={since}", account) as ws:
@@ -195,3 +204,38 @@ def test_percent_encoded_token_name_is_never_logged(tmp_path: Path) -> None:
     assert "/ws/rooms/general?%74oken=[redacted]" in logged  # The line is there, redacted.
     assert token not in logged and token.split(".")[2] not in logged
 
+
+def opened(srv: Server, account: Account) -> int | None:
+    """Open a socket resuming from the start, then close it; None if it got its welcome,
+    else the code it was closed with."""
+    with srv.ws("/ws/rooms/general?since=0", account) as ws:
+        try:
+            welcome(ws)
+        except ConnectionClosed as closed:
+            return closed.rcvd.code if closed.rcvd else -1
+    return None
+
+
+def test_reconnect_loop_is_refused_4429(make_server: Callable[..., Server]) -> None:
+    """Handshakes per user past CHAT_WS_HANDSHAKES_BURST are closed with 4429 before any
+    history is sent; another user connects as before."""
+    srv = make_server(ws_handshakes_burst=3, ws_handshakes_per_sec=0.01)
+    looper, other = srv.register(), srv.register()
+    assert [opened(srv, looper) for _ in range(4)] == [None, None, None, CloseCode.TOO_MANY]
+    assert opened(srv, other) is None
+
+
+def test_handshake_limit_is_shared_through_redis(make_server: Callable[..., Server]) -> None:
+    """With Redis, a user's handshakes count on every process: the second gains nothing."""
+    need(redis_available(), "Redis at 127.0.0.1:6379")
+    shared = {
+        "broker_url": REDIS_URL,
+        "redis_namespace": unique("ns"),
+        "ws_handshakes_burst": 3,
+        "ws_handshakes_per_sec": 0.01,
+    }
+    one, two = make_server(**shared), make_server(**shared)
+    name = unique()
+    on_one, on_two = one.register(name), two.register(name)
+    codes = [opened(one, on_one), opened(two, on_two), opened(one, on_one), opened(two, on_two)]
+    assert codes == [None, None, None, CloseCode.TOO_MANY]
