@@ -6,7 +6,8 @@ client keeps TCP open: a client that floods pings without reading held hundreds 
 MiB. Here, per socket:
 
 - incoming frames of every kind (pings included) pass a token bucket; past it the
-  socket is closed with 4429 and what it sends after that is not acted on;
+  socket is closed with 4429; after a close, frames are not acted on, and past the
+  bucket they are no longer read;
 - a pong is not written while the socket's buffer is over `send_buffer_max_bytes`:
   the connection is aborted instead, buffer and all;
 - a close waits CLOSE_WAIT_SECS at most for the client's echo or for the buffer to
@@ -86,6 +87,10 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
                 self.conn.data_to_send()
                 if event.opcode is Opcode.CLOSE:
                     self.handle_close(event)
+                elif not self._frame_allowed() and not self.transport.is_closing():
+                    # Still flooding: read no more, rather than parse and drop all it
+                    # sends until the close timer lets go of the connection.
+                    self.transport.pause_reading()
             elif not self._frame_allowed():
                 self._close_flooded()
             elif event.opcode is Opcode.PING:
@@ -103,6 +108,10 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def _close_flooded(self) -> None:
         log.warning("%s: closed a socket sending frames too fast", self._peer())
+        if not self.handshake_complete:
+            # Frames sent ahead of the handshake's answer: no close frame may go out yet.
+            self.transport.abort()
+            return
         code, reason = CloseCode.TOO_MANY, "too many frames"
         self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
         self.conn.send_close(code, reason)
@@ -146,6 +155,10 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def handle_close(self, event: Frame) -> None:
         super().handle_close(event)
+        self._abort_unless_gone()
+
+    def shutdown(self) -> None:
+        super().shutdown()
         self._abort_unless_gone()
 
     def keepalive_timeout(self) -> None:

@@ -107,8 +107,7 @@ def assert_flood_bounded(srv: Server, start_flood: Callable[[], PingFlooder]) ->
     grown = rss_bytes() - start
     wait_until(lambda: len(open_websockets(srv)) <= before, 5, "flooding sockets let go of")
     assert grown < RSS_GROWTH_MAX_BYTES, f"grew {grown / 2**20:.1f} MiB"
-    for client in clients:
-        assert client.cut_off or client.sent < FLOOD_MAX_BYTES, "the flood went on"
+    assert all(client.cut_off for client in clients), "a flood went on"
 
 
 @pytest.mark.parametrize("who", ["no account", "member", "admin view"])
@@ -147,7 +146,6 @@ def test_unread_pongs_are_bounded_by_the_send_buffer(
         return flooders[-1]
 
     assert_flood_bounded(srv, start)
-    assert all(client.cut_off for client in flooders)
 
 
 def test_frame_flood_closes_4429_and_spares_the_others(make_server: Callable[..., Server]) -> None:
