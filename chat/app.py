@@ -16,7 +16,7 @@ from starlette.routing import Match, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from chat import pages, ws
+from chat import pages, ws, wsprotocol
 from chat.db import PROJECT_DIR
 from chat.routes import admin, auth, health, rooms
 from chat.services import Services
@@ -161,7 +161,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     services = Services.from_settings(settings)
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(_app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         await services.start()
         # What start-up made (modules, routes, models: over 100,000 objects) lives as
         # long as the process. Out of the collector's sight, a full collection no
@@ -169,7 +169,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.collect()
         gc.freeze()
         try:
-            yield
+            yield wsprotocol.limits_state(settings)
         finally:
             gc.unfreeze()
             await services.stop()

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
-from chat import accounts
+from chat import accounts, wsprotocol
 from chat.broker import check_broker
 from chat.db import create_engine, migrate, session_factory
 from chat.fields import PASSWORD_RULE, USERNAME_RULE, is_valid_password, is_valid_username
@@ -71,7 +71,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
 
     return {
         **uvicorn_http_options(settings),
-        "ws": "websockets-sansio",
+        "ws": wsprotocol.PROTOCOL,
         "ws_max_size": settings.ws_max_frame_bytes,
         "ws_ping_interval": settings.ws_ping_interval_secs,
         "ws_ping_timeout": settings.ws_ping_timeout_secs,

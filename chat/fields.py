@@ -40,6 +40,8 @@ NONCE_RULE = f"a string of 1-{NONCE_MAX_CHARS} characters without NUL"
 # Message ids are 64-bit signed integers in every database the server runs on.
 MESSAGE_ID_MAX = 2**63 - 1
 MESSAGE_ID_RULE = "a message id (an integer from 1 to 2^63-1)"
+# A socket's `?since=`: ASCII digits only (str.isdigit also takes "²", which int() refuses).
+_SINCE_RE = re.compile(r"[0-9]{1,19}")
 EMOJI_MAX_BYTES = 16
 EMOJI_RULE = f"one emoji of at most {EMOJI_MAX_BYTES} bytes, or a :short_name:"
 
@@ -163,3 +165,12 @@ def is_valid_room_name(value: object) -> bool:
 
 def is_valid_nonce(value: object) -> bool:
     return _passes(_NONCE, value)
+
+
+def parse_since(raw: str) -> int | None:
+    """A socket's `?since=` as the message id to resume after (0: from the start), or None
+    if it is not one."""
+    if not _SINCE_RE.fullmatch(raw):
+        return None
+    since = int(raw)
+    return since if since <= MESSAGE_ID_MAX else None

@@ -3,13 +3,24 @@
 import logging
 import re
 from typing import Any
+from urllib.parse import unquote_plus
 
-# `?token=...` in a WebSocket URL would otherwise land in access and error logs.
-_SECRET_QUERY = re.compile(r"((?:access_)?token|password)=[^&\s\"']*", re.IGNORECASE)
+# `name=value` pairs, as in a query string; the name may be percent-encoded.
+_PAIR = re.compile(r"((?:[A-Za-z0-9_.~+\-]|%[0-9A-Fa-f]{2})+)=[^&\s\"']*")
+# Names whose values are secrets once decoded: `?token=...` (or `?%74oken=...`, which the
+# server decodes alike) in a WebSocket URL would otherwise land in access and error logs.
+_SECRET_NAME_ENDINGS = ("token", "password")
+
+
+def _redact_pair(pair: re.Match[str]) -> str:
+    name = pair[1]
+    if unquote_plus(name).lower().endswith(_SECRET_NAME_ENDINGS):
+        return f"{name}=[redacted]"
+    return pair[0]
 
 
 def redact(text: str) -> str:
-    return _SECRET_QUERY.sub(r"\1=[redacted]", text)
+    return _PAIR.sub(_redact_pair, text)
 
 
 class RedactSecrets(logging.Filter):

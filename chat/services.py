@@ -55,6 +55,8 @@ class Services:
     message_rate: MessageRate = field(default_factory=MessageRate)
     loop_lag: LoopLag = field(default_factory=LoopLag)
     limiter: MessageLimiter = field(init=False)
+    # Socket handshakes per user (`chat.ws` keys them apart from the messages).
+    handshakes: MessageLimiter = field(init=False)
     login_throttle: LoginThrottle = field(init=False)
     writer: MessageWriter = field(init=False)
     # Replaced by a fresh event each time presence changes, waking the admin views.
@@ -69,6 +71,14 @@ class Services:
         if isinstance(self.broker, RedisBroker):
             self.limiter = SharedRateLimiter(
                 self.broker.client, s.rate_burst, s.rate_per_sec, s.redis_namespace
+            )
+        self.handshakes = RateLimiter(s.ws_handshakes_burst, s.ws_handshakes_per_sec)
+        if isinstance(self.broker, RedisBroker):
+            self.handshakes = SharedRateLimiter(
+                self.broker.client,
+                s.ws_handshakes_burst,
+                s.ws_handshakes_per_sec,
+                s.redis_namespace,
             )
         self.login_throttle = LoginThrottle(
             RateLimiter(s.login_failures_burst, s.login_failures_per_min / 60),

@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     send_buffer_max_bytes: int = Field(1024 * 1024, ge=1)
     send_queue_max: int = Field(1024, ge=1)
     max_connections_per_user: int = Field(20, ge=1)
+    # Per socket: frames of any kind (pings included) a client may send, a burst then per
+    # second; per user: socket handshakes, shared across processes with Redis. Beyond: 4429.
+    ws_frames_burst: int = Field(200, ge=1)
+    ws_frames_per_sec: float = Field(50.0, gt=0)
+    ws_handshakes_burst: int = Field(30, ge=1)
+    ws_handshakes_per_sec: float = Field(1.0, gt=0)
 
     # Prefix of every Redis key and channel, so that deployments can share one Redis.
     redis_namespace: str = Field("chat", pattern=r"^[A-Za-z0-9_.\-]{1,64}$")

@@ -17,6 +17,7 @@ from chat.closecodes import CloseCode
 from chat.deps import ACCESS_COOKIE, authenticate_token, get_services
 from chat.errors import RateLimited, RoomNotFound, StorageUnavailable
 from chat.events import ErrorFrame
+from chat.fields import parse_since
 from chat.frames import FrameError, parse_frame
 from chat.hub import Connection
 from chat.messages import StoredMessage
@@ -31,6 +32,8 @@ TYPING_INTERVAL_SECS = 2.0
 ADMIN_REFRESH_SECS = 1.0
 # Messages one socket may have waiting for their commit before it stops reading.
 MAX_UNCOMMITTED_PER_SOCKET = 64
+# Handshake buckets apart from message buckets: no username holds a ':'.
+HANDSHAKE_KEY_PREFIX = "handshake:"
 
 
 class Refused(Exception):
@@ -71,6 +74,11 @@ async def _admit(websocket: WebSocket, services: Services) -> tuple[User, TokenC
     found = await authenticate_token(services, token)
     if found is None:
         raise Refused(CloseCode.UNAUTHENTICATED, "invalid or expired token")
+    try:
+        # Before the welcome: a reconnect loop with `since=0` is served a history each time.
+        await services.handshakes.acquire(HANDSHAKE_KEY_PREFIX + found[0].username_key)
+    except RateLimited:
+        raise Refused(CloseCode.TOO_MANY, "too many connections; wait") from None
     return found
 
 
@@ -78,9 +86,10 @@ def _since(websocket: WebSocket) -> int | None:
     raw = websocket.query_params.get("since")
     if raw is None:
         return None
-    if not raw.isdigit() or len(raw) > 18:
+    since = parse_since(raw)
+    if since is None:
         raise Refused(CloseCode.BAD_REQUEST, "since must be a message id")
-    return int(raw)
+    return since
 
 
 async def _close(websocket: WebSocket, code: int, reason: str) -> None:

@@ -68,7 +68,7 @@ class Server:
     thread: threading.Thread | None = None
     server: uvicorn.Server | None = None
     admin: Account | None = None
-    # Replaces uvicorn's WebSocket protocol (the product's is "websockets-sansio").
+    # Replaces uvicorn's WebSocket protocol (the product's is `chat.wsprotocol.PROTOCOL`).
     ws_protocol: str | None = None
     _clients: list[httpx.Client] = field(default_factory=list)
 
@@ -119,7 +119,7 @@ class Server:
         let go of it, its handler finished."""
         assert self.server is not None
         return sum(
-            type(c).__module__.startswith("uvicorn.protocols.websockets")
+            type(c).__module__.startswith(("uvicorn.protocols.websockets", "chat.wsprotocol"))
             for c in self.server.server_state.connections
         )
 
@@ -226,6 +226,8 @@ def make_settings(tmp: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "data_dir": tmp,
         "secret_key": secrets.token_urlsafe(48),
+        # Servers shared by many tests open more sockets per user than a person would.
+        "ws_handshakes_burst": 10**6,
     }
     if TEST_DATABASE == "postgresql" and "database_url" not in overrides:
         values["database_url"] = new_postgres_database()

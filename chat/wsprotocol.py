@@ -1,0 +1,200 @@
+"""uvicorn's sans-I/O WebSocket protocol, with every byte it writes and reads bounded.
+
+uvicorn answers each ping with a pong however many come and whether or not the client
+reads them, and after a close it waits for its buffer to drain for as long as the
+client keeps TCP open: a client that floods pings without reading held hundreds of
+MiB. Here, per socket:
+
+- incoming frames of every kind (pings included) pass a token bucket; past it the
+  socket is closed with 4429; after a close, frames are not acted on, and past the
+  bucket they are no longer read;
+- a pong is not written while the socket's buffer is over `send_buffer_max_bytes`:
+  the connection is aborted instead, buffer and all;
+- a close waits CLOSE_WAIT_SECS at most for the client's echo or for the buffer to
+  drain, then the connection is aborted.
+
+Like `chat.transport`, this leans on uvicorn's internals (checked against 0.54.0).
+The limits come from the settings by way of the lifespan's state (`limits_state`).
+"""
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from uvicorn.config import Config
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from uvicorn.server import ServerState
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
+
+from chat.closecodes import CloseCode
+from chat.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# uvicorn's `ws` setting naming this module's protocol.
+PROTOCOL = "chat.wsprotocol:BoundedWebSocketProtocol"
+# How long a closed connection may take to be let go of before it is aborted: the
+# client's close echo, or the drain of what is still buffered for it.
+CLOSE_WAIT_SECS = 1.0
+_LIMITS_KEY = "chat.socket_limits"
+
+
+@dataclass(frozen=True, slots=True)
+class SocketLimits:
+    frames_burst: float
+    frames_per_sec: float
+    buffer_max_bytes: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "SocketLimits":
+        return cls(
+            settings.ws_frames_burst, settings.ws_frames_per_sec, settings.send_buffer_max_bytes
+        )
+
+
+def limits_state(settings: Settings) -> dict[str, Any]:
+    """What the app's lifespan yields, so that every connection's protocol finds its limits."""
+    return {_LIMITS_KEY: SocketLimits.from_settings(settings)}
+
+
+_DEFAULT_LIMITS = SocketLimits.from_settings(Settings.model_construct())
+
+
+class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.limits: SocketLimits = app_state.get(_LIMITS_KEY, _DEFAULT_LIMITS)
+        self.frame_tokens = self.limits.frames_burst
+        self.frames_counted_at = self.loop.time()
+        self.abort_timer: asyncio.TimerHandle | None = None
+
+    def handle_events(self) -> None:
+        for event in self.conn.events_received():
+            if isinstance(event, Request):
+                self.handle_connect(event)
+            elif not isinstance(event, Frame):
+                continue
+            elif self.close_sent:
+                # Only the client's close echo matters now: drop the pongs made for it.
+                self.conn.data_to_send()
+                if event.opcode is Opcode.CLOSE:
+                    self.handle_close(event)
+                elif not self._frame_allowed() and not self.transport.is_closing():
+                    # Still flooding: read no more, rather than parse and drop all it
+                    # sends until the close timer lets go of the connection.
+                    self.transport.pause_reading()
+            elif not self._frame_allowed():
+                self._close_flooded()
+            elif event.opcode is Opcode.PING:
+                self.handle_ping()
+            else:
+                _HANDLERS[event.opcode](self, event)
+
+    def _frame_allowed(self) -> bool:
+        now, limits = self.loop.time(), self.limits
+        elapsed, self.frames_counted_at = now - self.frames_counted_at, now
+        tokens = min(limits.frames_burst, self.frame_tokens + elapsed * limits.frames_per_sec)
+        allowed: bool = tokens >= 1.0
+        self.frame_tokens = tokens - 1.0 if allowed else tokens
+        return allowed
+
+    def _close_flooded(self) -> None:
+        log.warning("%s: closed a socket sending frames too fast", self._peer())
+        if not self.handshake_complete:
+            # Frames sent ahead of the handshake's answer: no close frame may go out yet.
+            self.transport.abort()
+            return
+        code, reason = CloseCode.TOO_MANY, "too many frames"
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        self.conn.send_close(code, reason)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        self._start_close_timer()
+
+    def handle_ping(self) -> None:
+        pongs = b"".join(self.conn.data_to_send())
+        if self.transport.is_closing():
+            return
+        if self.transport.get_write_buffer_size() > self.limits.buffer_max_bytes:
+            log.warning("%s: aborted a socket that does not read its pongs", self._peer())
+            self.transport.abort()
+            return
+        self.transport.write(pongs)
+
+    async def send(self, message: Any) -> None:
+        had_timer = self.close_timer is not None
+        await super().send(message)
+        if self.close_timer is not None and not had_timer:
+            self.close_timer.cancel()
+            self._start_close_timer()
+
+    def _start_close_timer(self) -> None:
+        """After our close frame: wait for the echo, then let go of the connection."""
+        if self.read_paused:
+            # Read on, to see the echo.
+            self.read_paused = False
+            self.transport.resume_reading()
+        self.close_timer = self.loop.call_later(CLOSE_WAIT_SECS, self._close_unechoed)
+
+    def _close_unechoed(self) -> None:
+        self.close_timer = None
+        if self.transport.get_write_buffer_size():
+            self.transport.abort()
+        else:
+            self.transport.close()
+
+    # Every other way uvicorn closes the transport, which waits for the buffer to drain.
+
+    def handle_close(self, event: Frame) -> None:
+        super().handle_close(event)
+        self._abort_unless_gone()
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        self._abort_unless_gone()
+
+    def keepalive_timeout(self) -> None:
+        super().keepalive_timeout()
+        self._abort_unless_gone()
+
+    def handle_parser_exception(self) -> None:
+        super().handle_parser_exception()
+        self._abort_unless_gone()
+
+    async def run_asgi(self) -> None:
+        await super().run_asgi()
+        self._abort_unless_gone()
+
+    def _abort_unless_gone(self) -> None:
+        if self.transport.is_closing() and self.abort_timer is None and not self.disconnected:
+            self.abort_timer = self.loop.call_later(CLOSE_WAIT_SECS, self._abort)
+
+    def _abort(self) -> None:
+        if not self.disconnected:
+            self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self.abort_timer is not None:
+            self.abort_timer.cancel()
+            self.abort_timer = None
+
+    def _peer(self) -> str:
+        return f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
+
+
+_HANDLERS = {
+    Opcode.CONT: BoundedWebSocketProtocol.handle_cont,
+    Opcode.TEXT: BoundedWebSocketProtocol.handle_text,
+    Opcode.BINARY: BoundedWebSocketProtocol.handle_bytes,
+    Opcode.PONG: BoundedWebSocketProtocol.handle_pong,
+    Opcode.CLOSE: BoundedWebSocketProtocol.handle_close,
+}
