@@ -72,6 +72,10 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         # Compression costs memory per socket and opens CRIME-style leaks.
         "ws_per_message_deflate": False,
         "timeout_graceful_shutdown": 10,
+        # The client address of the per-address limits: X-Forwarded-For counts only when one of
+        # these proxies sends it, so that nobody else can pick the address they are limited as.
+        "proxy_headers": True,
+        "forwarded_allow_ips": settings.forwarded_allow_ips,
     }
 
 

@@ -29,6 +29,12 @@ USERNAME_RULE = f"{USERNAME_MIN_CHARS}-{USERNAME_MAX_CHARS} letters, digits, '_'
 PASSWORD_MIN_CHARS = 8
 PASSWORD_MAX_CHARS = 1024
 PASSWORD_RULE = f"{PASSWORD_MIN_CHARS}-{PASSWORD_MAX_CHARS} characters"
+# What a sign-in refuses before it counts or hashes anything: no account has a longer name
+# or password, and neither should cost memory in the throttle or time in the hasher.
+SIGN_IN_RULE = (
+    f"usernames have at most {USERNAME_MAX_CHARS} characters"
+    f" and passwords at most {PASSWORD_MAX_CHARS}"
+)
 
 ROOM_NAME_PATTERN = r"^[a-z0-9\-]{1,64}$"
 ROOM_NAME_RULE = "1-64 lowercase letters, digits or '-'"
@@ -163,3 +169,8 @@ def is_valid_room_name(value: object) -> bool:
 
 def is_valid_nonce(value: object) -> bool:
     return _passes(_NONCE, value)
+
+
+def is_oversized_sign_in(username: str, password: str) -> bool:
+    """Whether a sign-in's name or password is longer than any account's can be."""
+    return len(username) > USERNAME_MAX_CHARS or len(password) > PASSWORD_MAX_CHARS
