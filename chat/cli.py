@@ -13,7 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from chat import accounts
 from chat.broker import check_broker
 from chat.db import create_engine, migrate, session_factory
-from chat.fields import PASSWORD_RULE, USERNAME_RULE, is_valid_password, is_valid_username
+from chat.fields import USERNAME_RULE, is_valid_username, password_problem
 from chat.logs import log_config
 from chat.settings import Settings, SettingsError
 
@@ -94,8 +94,10 @@ def create_admin(args: argparse.Namespace) -> None:
         password = os.environ.get("CHAT_ADMIN_PASSWORD", "")
         if not password:
             raise CommandError("set CHAT_ADMIN_PASSWORD when not run from a terminal")
-    if not is_valid_password(password):
-        raise CommandError(f"passwords are {PASSWORD_RULE}")
+    problem = password_problem(args.username, password)
+    if problem is not None:
+        # One line in the command's style: "passwords are ...", no full stop.
+        raise CommandError(problem[0].lower() + problem[1:].rstrip("."))
     _migrate(settings)
 
     async def run() -> bool:

@@ -32,9 +32,9 @@ from chat.fields import (
     USERNAME_PATTERN,
     USERNAME_RULE,
     is_oversized_sign_in,
-    is_valid_password,
     is_valid_room_name,
     is_valid_username,
+    password_problem,
 )
 from chat.models import User
 from chat.security import HashingBusy, create_access_token, csrf_tokens_match, new_csrf_token
@@ -139,8 +139,8 @@ async def register(
     error = None
     if not is_valid_username(username):
         error = f"Usernames are {USERNAME_RULE}."
-    elif not is_valid_password(password):
-        error = f"Passwords are {PASSWORD_RULE}."
+    else:
+        error = password_problem(username, password)
     if error:
         return _render(request, "register.html", 400, error=error, username=username)
     try:
