@@ -7,7 +7,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat.errors import UsernameTaken
-from chat.fields import is_valid_username
+from chat.fields import is_valid_username, username_skeleton
 from chat.models import RevokedToken, User, UTCDateTime, utcnow
 from chat.ratelimit import LoginThrottle
 from chat.security import PasswordHasher, hash_password
@@ -35,11 +35,19 @@ async def register(
     row = select(
         literal(username, String),
         literal(username.lower(), String),
+        literal(username_skeleton(username), String),
         literal(password_hash, String),
         ~exists().where(User.id.is_not(None)),
         literal(now, UTCDateTime),
     )
-    columns = ["username", "username_key", "password_hash", "is_admin", "created_at"]
+    columns = [
+        "username",
+        "username_key",
+        "username_skeleton",
+        "password_hash",
+        "is_admin",
+        "created_at",
+    ]
     statement = insert(User).from_select(columns, row).returning(User.id, User.is_admin)
     try:
         user_id, is_admin = (await session.execute(statement)).one()
@@ -51,6 +59,7 @@ async def register(
         id=user_id,
         username=username,
         username_key=username.lower(),
+        username_skeleton=username_skeleton(username),
         password_hash=password_hash,
         is_admin=is_admin,
         created_at=now,
@@ -90,11 +99,19 @@ async def create_or_promote_admin(session: AsyncSession, username: str, password
     user = await find_by_username(session, username)
     password_hash = await hash_password(password)
     if user is None:
-        user = User(username=username, username_key=username.lower())
+        user = User(
+            username=username,
+            username_key=username.lower(),
+            username_skeleton=username_skeleton(username),
+        )
         session.add(user)
     user.password_hash = password_hash
     user.is_admin = True
-    await session.commit()
+    try:
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()
+        raise UsernameTaken() from None
     return user
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from chat import accounts
 from chat.broker import check_broker
 from chat.db import create_engine, migrate, session_factory
+from chat.errors import UsernameTaken
 from chat.fields import USERNAME_RULE, is_valid_username, password_problem
 from chat.logs import log_config
 from chat.settings import Settings, SettingsError
@@ -110,7 +111,10 @@ def create_admin(args: argparse.Namespace) -> None:
         finally:
             await engine.dispose()
 
-    existed = asyncio.run(run())
+    try:
+        existed = asyncio.run(run())
+    except UsernameTaken:
+        raise CommandError(f"{args.username} looks like the name of another account") from None
     print(f"{args.username} {'promoted to' if existed else 'created as'} admin")
 
 

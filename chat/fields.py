@@ -194,6 +194,23 @@ def _passes(adapter: TypeAdapter[str], value: object) -> bool:
     return True
 
 
+# Letters that pass for others: Cyrillic and Greek homoglyphs of Latin letters, then the Latin
+# letters and digits that common fonts draw alike (I, l, 1, |; O, 0).
+_HOMOGLYPHS = str.maketrans(
+    "аеорсухіјѕԁһӏԛԝвкмнтɡαβεικνορτυχωзı",
+    "aeopcyxijsdhlqwbkmhtgabeiknoptuxw3i",
+)
+_LOOK_ALIKE = str.maketrans("i1|0", "lllo")
+
+
+def username_skeleton(username: str) -> str:
+    """What a name looks like: equal for names that can pass for each other (`aIice`, `alice`,
+    `a1ice`, or `alice` spelt with a Cyrillic a), so that nobody can register a look-alike of
+    another's name."""
+    folded = unicodedata.normalize("NFKC", username).casefold().translate(_HOMOGLYPHS)
+    return folded.replace("rn", "m").replace("vv", "w").translate(_LOOK_ALIKE)
+
+
 def is_valid_username(value: object) -> bool:
     return _passes(_USERNAME, value)
 

@@ -154,7 +154,11 @@ async def register(
         return _render(request, "register.html", 503, error=error, username=username)
     except UsernameTaken:
         return _render(
-            request, "register.html", 409, error="That username is taken.", username=username
+            request,
+            "register.html",
+            409,
+            error="That username is taken, or looks like one that is.",
+            username=username,
         )
     return _signed_in(services, user, "/rooms")
 

@@ -1,14 +1,21 @@
 """Registrations cannot starve sign-ins: limited per address and in all, behind sign-ins in the
-hashing queue, and refused with 503 when that queue is full."""
+hashing queue, and refused with 503 when that queue is full. Nor can they pass for another
+account: names that look alike are refused."""
 
+import secrets
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
+import pytest
+import sqlalchemy as sa
+from alembic import command
 
-from tests.conftest import PASSWORD, Server, unique
+from chat.db import alembic_config, migrate
+from tests.conftest import PASSWORD, Server, make_settings, unique
 
 # More registrations at once than one core hashes in a couple of seconds.
 FLOOD = 20
@@ -100,3 +107,68 @@ def test_full_hashing_queue_gives_503(make_server: Callable[..., Server]) -> Non
     assert int(busy.headers["Retry-After"]) >= 1
     # Control: once the queue drains, registering works again.
     assert register(srv).status_code == 201
+
+
+# --- look-alike names ----------------------------------------------------------------------
+
+
+def test_look_alike_of_a_name_is_refused(server: Server) -> None:
+    """`aIice` (capital i), `a1ice` and a Cyrillic-a `alice` cannot join beside `alice`."""
+    tail = secrets.token_hex(3)
+    first = httpx.post(
+        f"{server.url}/api/auth/register",
+        json={"username": f"alice{tail}", "password": PASSWORD},
+        timeout=30,
+    )
+    assert first.status_code == 201, first.text
+    for look_alike in (f"aIice{tail}", f"a1ice{tail}", f"ALlCE{tail}"):
+        r = httpx.post(
+            f"{server.url}/api/auth/register",
+            json={"username": look_alike, "password": PASSWORD},
+            timeout=30,
+        )
+        assert r.status_code == 409, (look_alike, r.text)
+    # Control: a name that only starts alike is welcome.
+    r = httpx.post(
+        f"{server.url}/api/auth/register",
+        json={"username": f"alicf{tail}", "password": PASSWORD},
+        timeout=30,
+    )
+    assert r.status_code == 201, r.text
+
+
+def test_migration_keeps_existing_look_alikes(tmp_path: Path) -> None:
+    """Accounts that already look alike survive the upgrade: the oldest keeps the skeleton, the
+    others get theirs suffixed with their id, and the unique index holds from then on."""
+    settings = make_settings(tmp_path, database_url=f"sqlite:///{tmp_path / 'chat.db'}")
+    command.upgrade(alembic_config(settings), "0002")
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'chat.db'}")
+    try:
+        with engine.begin() as conn:
+            for name in ("alice", "aIice", "bob"):
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO users (username, username_key, password_hash, is_admin)"
+                        " VALUES (:name, :key, 'x', false)"
+                    ),
+                    {"name": name, "key": name.lower()},
+                )
+        migrate(settings)
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text("SELECT id, username, username_skeleton FROM users ORDER BY id")
+            ).all()
+            assert [(name, skeleton) for _, name, skeleton in rows] == [
+                ("alice", "allce"),
+                ("aIice", f"allce#{rows[1][0]}"),
+                ("bob", "bob"),
+            ]
+            with pytest.raises(sa.exc.IntegrityError):
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO users (username, username_key, username_skeleton,"
+                        " password_hash, is_admin) VALUES ('a1ice', 'a1ice', 'allce', 'x', false)"
+                    )
+                )
+    finally:
+        engine.dispose()
