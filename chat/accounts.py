@@ -2,47 +2,91 @@
 
 from datetime import datetime
 
-from sqlalchemy import delete, exists, select
+from sqlalchemy import String, delete, exists, func, insert, literal, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat.errors import UsernameTaken
-from chat.fields import is_valid_username
-from chat.models import RevokedToken, User, utcnow
+from chat.fields import is_valid_username, username_skeleton
+from chat.models import RevokedToken, User, UTCDateTime, utcnow
 from chat.ratelimit import LoginThrottle
-from chat.security import hash_password, verify_password
+from chat.security import PasswordHasher, hash_password
+
+# Held for the transaction that may create a PostgreSQL database's first account.
+_FIRST_ACCOUNT_LOCK = 0x63686174
 
 
-async def register(session: AsyncSession, username: str, password: str) -> User:
-    """Create an account; the first account of an empty database becomes admin."""
-    password_hash = await hash_password(password)
-    has_users = await session.scalar(select(exists().where(User.id.is_not(None))))
-    user = User(
-        username=username,
-        username_key=username.lower(),
-        password_hash=password_hash,
-        is_admin=not has_users,
+async def register(
+    session: AsyncSession, username: str, password: str, hasher: PasswordHasher
+) -> User:
+    """Create an account; the first account of an empty database becomes admin.
+
+    One statement decides admin and inserts (`NOT EXISTS` inside the `INSERT`), so two first
+    registrations cannot both find the table empty: SQLite runs one write at a time, and on
+    PostgreSQL, whose concurrent statements would each see the other's row as not yet there,
+    an empty table's registrations take turns under a transaction lock.
+    """
+    password_hash = await hasher.hash(password)
+    now = utcnow()
+    if session.get_bind().dialect.name == "postgresql" and not await session.scalar(
+        select(exists().where(User.id.is_not(None)))
+    ):
+        await session.execute(select(func.pg_advisory_xact_lock(_FIRST_ACCOUNT_LOCK)))
+    row = select(
+        literal(username, String),
+        literal(username.lower(), String),
+        literal(username_skeleton(username), String),
+        literal(password_hash, String),
+        ~exists().where(User.id.is_not(None)),
+        literal(now, UTCDateTime),
     )
-    session.add(user)
+    columns = [
+        "username",
+        "username_key",
+        "username_skeleton",
+        "password_hash",
+        "is_admin",
+        "created_at",
+    ]
+    statement = insert(User).from_select(columns, row).returning(User.id, User.is_admin)
     try:
+        user_id, is_admin = (await session.execute(statement)).one()
         await session.commit()
     except IntegrityError:
         await session.rollback()
         raise UsernameTaken() from None
-    return user
+    return User(
+        id=user_id,
+        username=username,
+        username_key=username.lower(),
+        username_skeleton=username_skeleton(username),
+        password_hash=password_hash,
+        is_admin=is_admin,
+        created_at=now,
+    )
 
 
 async def authenticate(
-    session: AsyncSession, username: str, password: str, throttle: LoginThrottle, address: str
+    session: AsyncSession,
+    username: str,
+    password: str,
+    throttle: LoginThrottle,
+    address: str,
+    hasher: PasswordHasher,
 ) -> User | None:
-    """The user with these credentials, or None; raises RateLimited after too many failures."""
-    throttle.check(username, address)
+    """The user with these credentials, or None; raises RateLimited after too many failures.
+
+    The caller has refused oversized input (`fields.is_oversized_sign_in`) already.
+    """
     # No account has a name outside the pattern, and the database need not see one (PostgreSQL
-    # refuses a NUL in a query parameter).
-    user = await find_by_username(session, username) if is_valid_username(username) else None
-    if not await verify_password(password, user.password_hash if user else None):
-        throttle.failed(username, address)
+    # refuses a NUL in a query parameter); such names share one counter per address.
+    key = username.lower() if is_valid_username(username) else ""
+    await throttle.check(key, address)
+    user = await find_by_username(session, username) if key else None
+    if not await hasher.verify(password, user.password_hash if user else None):
+        await throttle.failed(key, address)
         return None
+    await throttle.succeeded(key, address)
     return user
 
 
@@ -55,11 +99,19 @@ async def create_or_promote_admin(session: AsyncSession, username: str, password
     user = await find_by_username(session, username)
     password_hash = await hash_password(password)
     if user is None:
-        user = User(username=username, username_key=username.lower())
+        user = User(
+            username=username,
+            username_key=username.lower(),
+            username_skeleton=username_skeleton(username),
+        )
         session.add(user)
     user.password_hash = password_hash
     user.is_admin = True
-    await session.commit()
+    try:
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()
+        raise UsernameTaken() from None
     return user
 
 

@@ -13,7 +13,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from chat import accounts, wsprotocol
 from chat.broker import check_broker
 from chat.db import create_engine, migrate, session_factory
-from chat.fields import PASSWORD_RULE, USERNAME_RULE, is_valid_password, is_valid_username
+from chat.errors import UsernameTaken
+from chat.fields import USERNAME_RULE, is_valid_username, password_problem
 from chat.logs import log_config
 from chat.settings import Settings, SettingsError
 
@@ -78,6 +79,10 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         # Compression costs memory per socket and opens CRIME-style leaks.
         "ws_per_message_deflate": False,
         "timeout_graceful_shutdown": 10,
+        # The client address of the per-address limits: X-Forwarded-For counts only when one of
+        # these proxies sends it, so that nobody else can pick the address they are limited as.
+        "proxy_headers": True,
+        "forwarded_allow_ips": settings.forwarded_allow_ips,
     }
 
 
@@ -96,8 +101,10 @@ def create_admin(args: argparse.Namespace) -> None:
         password = os.environ.get("CHAT_ADMIN_PASSWORD", "")
         if not password:
             raise CommandError("set CHAT_ADMIN_PASSWORD when not run from a terminal")
-    if not is_valid_password(password):
-        raise CommandError(f"passwords are {PASSWORD_RULE}")
+    problem = password_problem(args.username, password)
+    if problem is not None:
+        # One line in the command's style: "passwords are ...", no full stop.
+        raise CommandError(problem[0].lower() + problem[1:].rstrip("."))
     _migrate(settings)
 
     async def run() -> bool:
@@ -110,7 +117,10 @@ def create_admin(args: argparse.Namespace) -> None:
         finally:
             await engine.dispose()
 
-    existed = asyncio.run(run())
+    try:
+        existed = asyncio.run(run())
+    except UsernameTaken:
+        raise CommandError(f"{args.username} looks like the name of another account") from None
     print(f"{args.username} {'promoted to' if existed else 'created as'} admin")
 
 

@@ -7,7 +7,7 @@ class ChatError(Exception):
 
 class UsernameTaken(ChatError):
     def __str__(self) -> str:
-        return "username already taken"
+        return "username already taken, or too like one that is"
 
 
 class RoomExists(ChatError):

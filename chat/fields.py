@@ -7,6 +7,8 @@ line and error messages, so that every door refuses the same input with the same
 
 import re
 import unicodedata
+from functools import cache
+from importlib.resources import files
 from typing import Annotated
 
 from pydantic import (
@@ -29,6 +31,14 @@ USERNAME_RULE = f"{USERNAME_MIN_CHARS}-{USERNAME_MAX_CHARS} letters, digits, '_'
 PASSWORD_MIN_CHARS = 8
 PASSWORD_MAX_CHARS = 1024
 PASSWORD_RULE = f"{PASSWORD_MIN_CHARS}-{PASSWORD_MAX_CHARS} characters"
+COMMON_PASSWORD_RULE = "Passwords must not be one of the most common passwords."
+USERNAME_PASSWORD_RULE = "Passwords must not be the username."
+# What a sign-in refuses before it counts or hashes anything: no account has a longer name
+# or password, and neither should cost memory in the throttle or time in the hasher.
+SIGN_IN_RULE = (
+    f"usernames have at most {USERNAME_MAX_CHARS} characters"
+    f" and passwords at most {PASSWORD_MAX_CHARS}"
+)
 
 ROOM_NAME_PATTERN = r"^[a-z0-9\-]{1,64}$"
 ROOM_NAME_RULE = "1-64 lowercase letters, digits or '-'"
@@ -103,6 +113,36 @@ def is_valid_emoji(value: str) -> bool:
     return True
 
 
+@cache
+def _common_passwords() -> frozenset[str]:
+    """The most common passwords of public leak lists, lower-cased: the first ones guessed."""
+    text = files("chat").joinpath("common_passwords.txt").read_text(encoding="utf-8")
+    return frozenset(line for line in text.splitlines() if line)
+
+
+def is_common_password(password: str) -> bool:
+    # Case does not make a listed password any harder to guess.
+    return password.lower() in _common_passwords()
+
+
+def _uncommon(value: str) -> str:
+    if is_common_password(value):
+        raise PydanticCustomError("password_common", COMMON_PASSWORD_RULE)
+    return value
+
+
+def password_problem(username: str, password: str) -> str | None:
+    """Why a new password cannot be had, as a sentence; None when it can. Every door that sets
+    a password (the API, the register form, the command line) asks this."""
+    if not is_valid_password(password):
+        return f"Passwords are {PASSWORD_RULE}."
+    if password.lower() == username.lower():
+        return USERNAME_PASSWORD_RULE
+    if is_common_password(password):
+        return COMMON_PASSWORD_RULE
+    return None
+
+
 def _emoji(value: str) -> str:
     if not is_valid_emoji(value):
         raise PydanticCustomError("emoji", "Value should be " + EMOJI_RULE)
@@ -111,7 +151,9 @@ def _emoji(value: str) -> str:
 
 Username = Annotated[str, StringConstraints(pattern=USERNAME_PATTERN)]
 Password = Annotated[
-    str, StringConstraints(min_length=PASSWORD_MIN_CHARS, max_length=PASSWORD_MAX_CHARS)
+    str,
+    StringConstraints(min_length=PASSWORD_MIN_CHARS, max_length=PASSWORD_MAX_CHARS),
+    AfterValidator(_uncommon),
 ]
 RoomName = Annotated[str, StringConstraints(pattern=ROOM_NAME_PATTERN)]
 Body = Annotated[
@@ -138,7 +180,10 @@ Emoji = Annotated[
 
 _STRICT = ConfigDict(strict=True)
 _USERNAME = TypeAdapter(Username, config=_STRICT)
-_PASSWORD = TypeAdapter(Password, config=_STRICT)
+_PASSWORD = TypeAdapter(
+    Annotated[str, StringConstraints(min_length=PASSWORD_MIN_CHARS, max_length=PASSWORD_MAX_CHARS)],
+    config=_STRICT,
+)
 _ROOM_NAME = TypeAdapter(RoomName, config=_STRICT)
 _NONCE = TypeAdapter(Nonce, config=_STRICT)
 
@@ -149,6 +194,23 @@ def _passes(adapter: TypeAdapter[str], value: object) -> bool:
     except ValidationError:
         return False
     return True
+
+
+# Letters that pass for others: Cyrillic and Greek homoglyphs of Latin letters, then the Latin
+# letters and digits that common fonts draw alike (I, l, 1, |; O, 0).
+_HOMOGLYPHS = str.maketrans(
+    "аеорсухіјѕԁһӏԛԝвкмнтɡαβεικνορτυχωзı",
+    "aeopcyxijsdhlqwbkmhtgabeiknoptuxw3i",
+)
+_LOOK_ALIKE = str.maketrans("i1|0", "lllo")
+
+
+def username_skeleton(username: str) -> str:
+    """What a name looks like: equal for names that can pass for each other (`aIice`, `alice`,
+    `a1ice`, or `alice` spelt with a Cyrillic a), so that nobody can register a look-alike of
+    another's name."""
+    folded = unicodedata.normalize("NFKC", username).casefold().translate(_HOMOGLYPHS)
+    return folded.replace("rn", "m").replace("vv", "w").translate(_LOOK_ALIKE)
 
 
 def is_valid_username(value: object) -> bool:
@@ -174,3 +236,8 @@ def parse_since(raw: str) -> int | None:
         return None
     since = int(raw)
     return since if since <= MESSAGE_ID_MAX else None
+
+
+def is_oversized_sign_in(username: str, password: str) -> bool:
+    """Whether a sign-in's name or password is longer than any account's can be."""
+    return len(username) > USERNAME_MAX_CHARS or len(password) > PASSWORD_MAX_CHARS

@@ -34,11 +34,15 @@ class Base(DeclarativeBase):
 
 class User(Base):
     __tablename__ = "users"
+    __table_args__ = (Index("uq_users_username_skeleton", "username_skeleton", unique=True),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(32))
     # Lower-cased once on write so "Alice" and "alice" collide in a unique index.
     username_key: Mapped[str] = mapped_column(String(32), unique=True)
+    # `fields.username_skeleton`: a unique index keeps out names that look like another's.
+    # Nullable only so that SQLite can add the column without rebuilding the table.
+    username_skeleton: Mapped[str | None] = mapped_column(String(64))
     password_hash: Mapped[str] = mapped_column(String(255))
     is_admin: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(

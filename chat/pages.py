@@ -26,16 +26,18 @@ from chat.fields import (
     PASSWORD_RULE,
     ROOM_NAME_PATTERN,
     ROOM_NAME_RULE,
+    SIGN_IN_RULE,
     USERNAME_MAX_CHARS,
     USERNAME_MIN_CHARS,
     USERNAME_PATTERN,
     USERNAME_RULE,
-    is_valid_password,
+    is_oversized_sign_in,
     is_valid_room_name,
     is_valid_username,
+    password_problem,
 )
 from chat.models import User
-from chat.security import create_access_token, csrf_tokens_match, new_csrf_token
+from chat.security import HashingBusy, create_access_token, csrf_tokens_match, new_csrf_token
 from chat.services import Services
 
 router = APIRouter(include_in_schema=False)
@@ -137,15 +139,26 @@ async def register(
     error = None
     if not is_valid_username(username):
         error = f"Usernames are {USERNAME_RULE}."
-    elif not is_valid_password(password):
-        error = f"Passwords are {PASSWORD_RULE}."
+    else:
+        error = password_problem(username, password)
     if error:
         return _render(request, "register.html", 400, error=error, username=username)
     try:
-        user = await accounts.register(session, username, password)
+        await services.admit_registration(client_address(request))
+        user = await accounts.register(session, username, password, services.hasher)
+    except RateLimited as exc:
+        error = f"Too many registrations; try again in {math.ceil(exc.retry_after_secs)} s."
+        return _render(request, "register.html", 429, error=error, username=username)
+    except HashingBusy:
+        error = "The server is busy; please try again in a moment."
+        return _render(request, "register.html", 503, error=error, username=username)
     except UsernameTaken:
         return _render(
-            request, "register.html", 409, error="That username is taken.", username=username
+            request,
+            "register.html",
+            409,
+            error="That username is taken, or looks like one that is.",
+            username=username,
         )
     return _signed_in(services, user, "/rooms")
 
@@ -167,9 +180,31 @@ async def login(
 ) -> Response:
     if not _csrf_ok(request, csrf):
         return _csrf_refused(request, "login.html", username=username, next=_safe_next(next))
+    if is_oversized_sign_in(username, password):
+        return _render(
+            request,
+            "login.html",
+            status.HTTP_400_BAD_REQUEST,
+            error=f"Sign-in refused: {SIGN_IN_RULE}.",
+            next=_safe_next(next),
+        )
     try:
         user = await accounts.authenticate(
-            session, username, password, services.login_throttle, client_address(request)
+            session,
+            username,
+            password,
+            services.login_throttle,
+            client_address(request),
+            services.hasher,
+        )
+    except HashingBusy:
+        return _render(
+            request,
+            "login.html",
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            error="The server is busy; please try again in a moment.",
+            username=username,
+            next=_safe_next(next),
         )
     except RateLimited as exc:
         return _render(

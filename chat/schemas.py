@@ -2,9 +2,9 @@
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from chat.fields import Body, Nonce, Password, RoomName, Username
+from chat.fields import USERNAME_PASSWORD_RULE, Body, Nonce, Password, RoomName, Username
 
 
 class Strict(BaseModel):
@@ -14,6 +14,12 @@ class Strict(BaseModel):
 class RegisterIn(Strict):
     username: Username
     password: Password
+
+    @model_validator(mode="after")
+    def _password_is_not_the_username(self) -> "RegisterIn":
+        if self.password.lower() == self.username.lower():
+            raise ValueError(USERNAME_PASSWORD_RULE)
+        return self
 
 
 class UserOut(BaseModel):

@@ -1,11 +1,15 @@
 """Passwords, access tokens and CSRF tokens: all of the app's cryptography."""
 
 import asyncio
+import contextlib
+import enum
+import heapq
 import hmac
+import itertools
 import os
 import secrets
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -44,24 +48,125 @@ class TokenClaims:
     token_id: str
 
 
-# Argon2 takes ~100 ms of CPU on every core it gets. Run in threads, it stalls no
-# socket; run in few threads, a login storm cannot take the event loop's core too.
-_hashing = ThreadPoolExecutor(max(1, (os.cpu_count() or 2) - 1), thread_name_prefix="argon2")
+class HashingBusy(Exception):
+    """Too many passwords already wait for the hashing threads; the caller should retry later."""
+
+    retry_after_secs = 2.0
 
 
-async def _off_loop(function: Callable[..., T], *args: Any) -> T:
-    return await asyncio.get_running_loop().run_in_executor(_hashing, function, *args)
+class Priority(enum.IntEnum):
+    """Lower runs first: a sign-in waits for no queued registration."""
+
+    SIGN_IN = 0
+    REGISTER = 1
+
+
+class PasswordHasher:
+    """Argon2 in a few threads, fed from a priority queue with a bound per priority.
+
+    Argon2 takes ~100 ms of CPU on every core it gets. Run in threads, it stalls no socket;
+    run in few threads, a login storm cannot take the event loop's core too. The queue puts
+    sign-ins before registrations, and refuses work (HashingBusy) rather than let a flood
+    make everybody wait behind it.
+    """
+
+    def __init__(self, threads: int, max_waiting: int) -> None:
+        self._threads = threads
+        self._max_waiting = max_waiting
+        self._heap: list[tuple[int, int, Callable[[], Any], _Waiter]] = []
+        self._waiting = [0] * len(Priority)
+        self._order = itertools.count()
+        self._cond = threading.Condition()
+        self._workers: list[threading.Thread] = []
+        self._closed = False
+
+    async def run(self, priority: Priority, function: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        with self._cond:
+            if self._waiting[priority] >= self._max_waiting:
+                raise HashingBusy()
+            if not self._workers:
+                self._start()
+            heapq.heappush(
+                self._heap, (priority, next(self._order), function, _Waiter(loop, future))
+            )
+            self._waiting[priority] += 1
+            self._cond.notify()
+        return await future
+
+    def _start(self) -> None:
+        for i in range(self._threads):
+            worker = threading.Thread(target=self._work, name=f"argon2-{i}", daemon=True)
+            worker.start()
+            self._workers.append(worker)
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap and not self._closed:
+                    self._cond.wait()
+                if not self._heap:
+                    return
+                priority, _, function, waiter = heapq.heappop(self._heap)
+                self._waiting[priority] -= 1
+            if waiter.future.cancelled():
+                # The client went away while waiting: spend no CPU on its password.
+                continue
+            try:
+                result = function()
+            except Exception as exc:
+                waiter.settle(None, exc)
+            else:
+                waiter.settle(result, None)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    async def hash(self, password: str) -> str:
+        return await self.run(Priority.REGISTER, lambda: _passwords.hash(password))
+
+    async def verify(self, password: str, password_hash: str | None) -> bool:
+        if password_hash is None:
+            await self.run(Priority.SIGN_IN, lambda: _passwords.verify(password, _dummy_hash()))
+            return False
+        return await self.run(Priority.SIGN_IN, lambda: _passwords.verify(password, password_hash))
+
+
+@dataclass(frozen=True, slots=True)
+class _Waiter:
+    loop: asyncio.AbstractEventLoop
+    future: "asyncio.Future[Any]"
+
+    def settle(self, result: object, error: BaseException | None) -> None:
+        def settle_on_loop() -> None:
+            if self.future.done():
+                return
+            if error is not None:
+                self.future.set_exception(error)
+            else:
+                self.future.set_result(result)
+
+        # A loop that has closed meanwhile has nobody left waiting.
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(settle_on_loop)
+
+
+HASHING_THREADS = max(1, (os.cpu_count() or 2) - 1)
+# Waiting hashes per priority before a server refuses more with 503.
+DEFAULT_HASH_QUEUE_MAX = 64
+# For the command line, which runs no server.
+_default_hasher = PasswordHasher(HASHING_THREADS, DEFAULT_HASH_QUEUE_MAX)
 
 
 async def hash_password(password: str) -> str:
-    return await _off_loop(_passwords.hash, password)
+    return await _default_hasher.hash(password)
 
 
 async def verify_password(password: str, password_hash: str | None) -> bool:
-    if password_hash is None:
-        await _off_loop(_passwords.verify, password, _dummy_hash())
-        return False
-    return await _off_loop(_passwords.verify, password, password_hash)
+    return await _default_hasher.verify(password, password_hash)
 
 
 def create_access_token(user_id: int, key: str, ttl: timedelta) -> str:

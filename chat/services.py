@@ -20,9 +20,16 @@ from chat.hub import Hub
 from chat.messages import StoredMessage
 from chat.metrics import LoopLag, MessageRate
 from chat.presence import MemoryPresence, Presence, RedisPresence
-from chat.ratelimit import LoginThrottle, MessageLimiter, RateLimiter, SharedRateLimiter
+from chat.ratelimit import (
+    LoginThrottle,
+    MemoryLoginThrottle,
+    MessageLimiter,
+    RateLimiter,
+    RedisLoginThrottle,
+    SharedRateLimiter,
+)
 from chat.rooms import RoomDirectory
-from chat.security import TokenClaims
+from chat.security import HASHING_THREADS, PasswordHasher, TokenClaims
 from chat.settings import Settings
 from chat.writer import MessageWriter
 
@@ -58,6 +65,10 @@ class Services:
     # Socket handshakes per user (`chat.ws` keys them apart from the messages).
     handshakes: MessageLimiter = field(init=False)
     login_throttle: LoginThrottle = field(init=False)
+    # Registrations per client address, and for everybody.
+    register_limiter: MessageLimiter = field(init=False)
+    register_global_limiter: MessageLimiter = field(init=False)
+    hasher: PasswordHasher = field(init=False)
     writer: MessageWriter = field(init=False)
     # Replaced by a fresh event each time presence changes, waking the admin views.
     presence_changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -80,10 +91,26 @@ class Services:
                 s.ws_handshakes_per_sec,
                 s.redis_namespace,
             )
-        self.login_throttle = LoginThrottle(
-            RateLimiter(s.login_failures_burst, s.login_failures_per_min / 60),
-            RateLimiter(s.login_address_failures_burst, s.login_address_failures_per_min / 60),
+        throttle = (
+            s.login_failures_burst,
+            s.login_failures_per_min,
+            s.login_address_failures_burst,
+            s.login_address_failures_per_min,
         )
+        self.login_throttle = MemoryLoginThrottle(*throttle)
+        per_hour = (s.register_per_hour / 3600, s.register_global_per_hour / 3600)
+        self.register_limiter = RateLimiter(s.register_burst, per_hour[0])
+        self.register_global_limiter = RateLimiter(s.register_global_burst, per_hour[1])
+        if isinstance(self.broker, RedisBroker):
+            client, namespace = self.broker.client, s.redis_namespace
+            self.login_throttle = RedisLoginThrottle(client, namespace, *throttle)
+            self.register_limiter = SharedRateLimiter(
+                client, s.register_burst, per_hour[0], f"{namespace}:register"
+            )
+            self.register_global_limiter = SharedRateLimiter(
+                client, s.register_global_burst, per_hour[1], f"{namespace}:register-all"
+            )
+        self.hasher = PasswordHasher(HASHING_THREADS, s.hash_queue_max)
         self.writer = MessageWriter(self.transactions, self._publish_messages)
         self.hub = Hub(self._messages_after)
 
@@ -133,6 +160,12 @@ class Services:
         await self.presence.stop()
         await self.broker.disconnect()
         await self.engine.dispose()
+        self.hasher.close()
+
+    async def admit_registration(self, address: str) -> None:
+        """Count a registration against its address and the server; RateLimited past either."""
+        await self.register_limiter.acquire(address)
+        await self.register_global_limiter.acquire("all")
 
     def _on_events(self, room_events: list[RoomEvent]) -> None:
         self.hub.deliver(room_events)

@@ -40,6 +40,15 @@ class Settings(BaseSettings):
     login_failures_per_min: float = Field(5.0, gt=0)
     login_address_failures_burst: int = Field(50, ge=1)
     login_address_failures_per_min: float = Field(30.0, gt=0)
+    # Registrations per client address and for the whole server (a burst, then per hour);
+    # password hashes that may wait per priority before requests get 503; the proxies whose
+    # X-Forwarded-For names the client (comma-separated addresses or networks, or "*").
+    register_burst: int = Field(10, ge=1)
+    register_per_hour: float = Field(30.0, gt=0)
+    register_global_burst: int = Field(100, ge=1)
+    register_global_per_hour: float = Field(1000.0, gt=0)
+    hash_queue_max: int = Field(64, ge=1)
+    forwarded_allow_ips: str = "127.0.0.1"
     # Error frames a socket may earn within `abuse_window_secs` before it is closed.
     abuse_max_errors: int = Field(30, ge=1)
     abuse_window_secs: float = Field(10.0, gt=0)

@@ -228,6 +228,9 @@ def make_settings(tmp: Path, **overrides: Any) -> Settings:
         "secret_key": secrets.token_urlsafe(48),
         # Servers shared by many tests open more sockets per user than a person would.
         "ws_handshakes_burst": 10**6,
+        # The shared servers register many accounts from one address.
+        "register_burst": 10**6,
+        "register_global_burst": 10**6,
     }
     if TEST_DATABASE == "postgresql" and "database_url" not in overrides:
         values["database_url"] = new_postgres_database()

@@ -1,11 +1,17 @@
 """Rate limits: message buckets, and the brute-force throttle on sign-ins."""
 
+import asyncio
 from collections.abc import Callable
 
 import pytest
 
 from chat.errors import RateLimited
-from chat.ratelimit import LoginThrottle, RateLimiter
+from chat.ratelimit import (
+    LOGIN_MAX_LOCK_SECS,
+    MemoryLoginThrottle,
+    RateLimiter,
+    login_lock_secs,
+)
 from tests.conftest import PASSWORD, Server
 
 
@@ -30,24 +36,44 @@ def test_check_does_not_take_a_token() -> None:
         limiter.check("alice")
 
 
-def test_login_throttle_counts_failures_per_account_ignoring_case() -> None:
-    """Failures lock the account out whatever the case of the name; other accounts are free."""
-    throttle = LoginThrottle(RateLimiter(2, 0.01), RateLimiter(100, 0.01))
-    throttle.failed("Alice", "10.0.0.1")
-    throttle.failed("alice", "10.0.0.2")
-    with pytest.raises(RateLimited):
-        throttle.check("ALICE", "10.0.0.3")
-    throttle.check("bob", "10.0.0.1")
+def test_login_throttle_counts_failures_per_account_and_address() -> None:
+    """Failures lock the account out for their address; the account stays open to other
+    addresses, and other accounts to this one."""
+
+    async def run() -> None:
+        throttle = MemoryLoginThrottle(2, 1.0, 100, 1.0)
+        await throttle.failed("alice", "10.0.0.1")
+        await throttle.failed("alice", "10.0.0.1")
+        with pytest.raises(RateLimited) as refused:
+            await throttle.check("alice", "10.0.0.1")
+        assert refused.value.retry_after_secs > 30
+        await throttle.check("alice", "10.0.0.3")
+        await throttle.check("bob", "10.0.0.1")
+
+    asyncio.run(run())
+
+
+def test_login_throttle_backs_off_exponentially() -> None:
+    """Each failure past the burst doubles the lock-out, up to a limit."""
+    assert login_lock_secs(2, 3, 5.0) == 0
+    assert login_lock_secs(3, 3, 5.0) == 12
+    assert login_lock_secs(4, 3, 5.0) == 24
+    assert login_lock_secs(5, 3, 5.0) == 48
+    assert login_lock_secs(500, 3, 5.0) == LOGIN_MAX_LOCK_SECS
 
 
 def test_login_throttle_counts_failures_per_address() -> None:
     """Guessing across many accounts from one address locks that address out."""
-    throttle = LoginThrottle(RateLimiter(100, 0.01), RateLimiter(3, 0.01))
-    for name in ("a1", "a2", "a3"):
-        throttle.failed(name, "10.0.0.9")
-    with pytest.raises(RateLimited):
-        throttle.check("a4", "10.0.0.9")
-    throttle.check("a4", "10.0.0.8")
+
+    async def run() -> None:
+        throttle = MemoryLoginThrottle(100, 1.0, 3, 0.6)
+        for name in ("a1", "a2", "a3"):
+            await throttle.failed(name, "10.0.0.9")
+        with pytest.raises(RateLimited):
+            await throttle.check("a4", "10.0.0.9")
+        await throttle.check("a4", "10.0.0.8")
+
+    asyncio.run(run())
 
 
 def test_token_endpoint_throttles_failed_sign_ins(make_server: Callable[..., Server]) -> None:

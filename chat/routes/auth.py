@@ -1,5 +1,6 @@
 """Accounts and access tokens."""
 
+import math
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
@@ -15,24 +16,51 @@ from chat.deps import (
     too_many_requests,
 )
 from chat.errors import RateLimited, UsernameTaken
-from chat.routes import BAD_BODY
+from chat.fields import SIGN_IN_RULE, is_oversized_sign_in
+from chat.routes import BAD_BODY, Responses
 from chat.schemas import ErrorOut, RegisterIn, TokenOut, UserOut
-from chat.security import create_access_token
+from chat.security import HashingBusy, create_access_token
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
 WRONG_CREDENTIALS = "Incorrect username or password"
+HASHING_BUSY: Responses = {
+    503: {
+        "description": "Too many passwords waiting to be hashed; see Retry-After",
+        "model": ErrorOut,
+    }
+}
+
+
+def hashing_busy(exc: HashingBusy) -> HTTPException:
+    return HTTPException(
+        status.HTTP_503_SERVICE_UNAVAILABLE,
+        "the server is busy, try again",
+        headers={"Retry-After": str(math.ceil(exc.retry_after_secs))},
+    )
 
 
 @router.post(
     "/register",
     status_code=status.HTTP_201_CREATED,
     response_model=UserOut,
-    responses={**BAD_BODY, 409: {"description": "Username taken", "model": ErrorOut}},
+    responses={
+        **BAD_BODY,
+        **HASHING_BUSY,
+        409: {"description": "Username taken", "model": ErrorOut},
+        429: {"description": "Too many registrations; see Retry-After", "model": ErrorOut},
+    },
 )
-async def register(body: RegisterIn, session: SessionDep) -> UserOut:
+async def register(
+    request: Request, body: RegisterIn, session: SessionDep, services: ServicesDep
+) -> UserOut:
     try:
-        user = await accounts.register(session, body.username, body.password)
+        await services.admit_registration(client_address(request))
+        user = await accounts.register(session, body.username, body.password, services.hasher)
+    except RateLimited as exc:
+        raise too_many_requests(exc) from None
+    except HashingBusy as exc:
+        raise hashing_busy(exc) from None
     except UsernameTaken as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
     return UserOut(id=user.id, username=user.username, is_admin=user.is_admin)
@@ -43,6 +71,7 @@ async def register(body: RegisterIn, session: SessionDep) -> UserOut:
     response_model=TokenOut,
     responses={
         **BAD_BODY,
+        **HASHING_BUSY,
         401: {"description": WRONG_CREDENTIALS, "model": ErrorOut},
         429: {"description": "Too many failed sign-ins; see Retry-After", "model": ErrorOut},
     },
@@ -53,12 +82,21 @@ async def token(
     session: SessionDep,
     services: ServicesDep,
 ) -> TokenOut:
+    if is_oversized_sign_in(form.username, form.password):
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, SIGN_IN_RULE)
     try:
         user = await accounts.authenticate(
-            session, form.username, form.password, services.login_throttle, client_address(request)
+            session,
+            form.username,
+            form.password,
+            services.login_throttle,
+            client_address(request),
+            services.hasher,
         )
     except RateLimited as exc:
         raise too_many_requests(exc) from None
+    except HashingBusy as exc:
+        raise hashing_busy(exc) from None
     if user is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, WRONG_CREDENTIALS, headers={"WWW-Authenticate": "Bearer"}
