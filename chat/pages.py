@@ -103,7 +103,7 @@ def _signed_in(services: Services, user: User, target: str) -> Response:
     response = RedirectResponse(_safe_next(target), status.HTTP_303_SEE_OTHER)
     response.set_cookie(
         ACCESS_COOKIE,
-        create_access_token(user.id, services.signing_key, services.token_ttl),
+        create_access_token(user.id, user.token_key, services.signing_key, services.token_ttl),
         max_age=int(services.token_ttl.total_seconds()),
         httponly=True,
         samesite="lax",

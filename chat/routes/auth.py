@@ -64,7 +64,9 @@ async def token(
             status.HTTP_401_UNAUTHORIZED, WRONG_CREDENTIALS, headers={"WWW-Authenticate": "Bearer"}
         )
     return TokenOut(
-        access_token=create_access_token(user.id, services.signing_key, services.token_ttl),
+        access_token=create_access_token(
+            user.id, user.token_key, services.signing_key, services.token_ttl
+        ),
         expires_in=int(services.token_ttl.total_seconds()),
     )
 
