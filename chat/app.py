@@ -11,12 +11,13 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from chat import pages, ws
+from chat import pages, storage, ws
 from chat.db import PROJECT_DIR
 from chat.routes import admin, auth, health, rooms
 from chat.services import Services
@@ -179,7 +180,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Authenticated multi-room chat: REST API. Live chat is at /ws/rooms/{name}.",
         version="1",
         lifespan=lifespan,
-        exception_handlers={RequestValidationError: _validation_error},
+        exception_handlers={
+            RequestValidationError: _validation_error,
+            DBAPIError: storage.storage_unavailable,
+        },
     )
     app.state.services = services
     app.add_middleware(SecurityHeaders)

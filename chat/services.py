@@ -9,7 +9,7 @@ from typing import Literal, NamedTuple
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from chat import accounts, events, messages
+from chat import accounts, events, messages, storage
 from chat.admin_views import AdminViews
 from chat.broker import Broker, RedisBroker, create_broker
 from chat.closecodes import CloseCode
@@ -206,6 +206,8 @@ class Services:
             async with asyncio.timeout(HEALTH_TIMEOUT_SECS):
                 async with self.engine.connect() as conn:
                     await conn.execute(text("SELECT 1"))
+                    if not await storage.is_writable(self.settings, conn):
+                        return False
                 return await self.broker.is_healthy()
         except Exception as exc:
             log.warning("health check failed: %s", exc)

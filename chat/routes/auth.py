@@ -15,7 +15,7 @@ from chat.deps import (
     too_many_requests,
 )
 from chat.errors import RateLimited, UsernameTaken
-from chat.routes import BAD_BODY
+from chat.routes import BAD_BODY, STORAGE_FAILED
 from chat.schemas import ErrorOut, RegisterIn, TokenOut, UserOut
 from chat.security import create_access_token
 
@@ -28,7 +28,11 @@ WRONG_CREDENTIALS = "Incorrect username or password"
     "/register",
     status_code=status.HTTP_201_CREATED,
     response_model=UserOut,
-    responses={**BAD_BODY, 409: {"description": "Username taken", "model": ErrorOut}},
+    responses={
+        **BAD_BODY,
+        **STORAGE_FAILED,
+        409: {"description": "Username taken", "model": ErrorOut},
+    },
 )
 async def register(body: RegisterIn, session: SessionDep) -> UserOut:
     try:
@@ -74,10 +78,11 @@ async def token(
 @router.post(
     "/logout",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={401: {"description": "No valid token"}},
+    responses={401: {"description": "No valid token"}, **STORAGE_FAILED},
 )
 async def logout(token: RequestTokenDep, services: ServicesDep) -> None:
-    """Revoke this token: refused from now on, and its open sockets are closed (1008)."""
+    """Revoke this token: refused from now on, and its open sockets are closed (1008).
+    503 when the revocation cannot be stored: the token stays valid; try again."""
     found = await authenticate_token(services, token)
     if found is None:
         raise HTTPException(

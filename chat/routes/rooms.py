@@ -8,7 +8,7 @@ from chat import events, messages
 from chat.deps import CurrentUser, ServicesDep, SessionDep, too_many_requests
 from chat.errors import RateLimited, RoomExists, RoomNotFound, StorageUnavailable
 from chat.messages import HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT
-from chat.routes import BAD_BODY, CSRF_REFUSED, UNAUTHORIZED, Responses
+from chat.routes import BAD_BODY, CSRF_REFUSED, STORAGE_FAILED, UNAUTHORIZED, Responses
 from chat.schemas import ErrorOut, MessageIn, MessageOut, MessagesOut, RoomIn, RoomOut
 from chat.services import Author, Services
 
@@ -43,6 +43,7 @@ async def list_rooms(_user: CurrentUser, services: ServicesDep) -> list[RoomOut]
         **UNAUTHORIZED,
         **CSRF_REFUSED,
         **BAD_BODY,
+        **STORAGE_FAILED,
         409: {"description": "Room exists", "model": ErrorOut},
     },
 )
