@@ -18,7 +18,7 @@ from chat.deps import (
     client_address,
     user_for_token,
 )
-from chat.errors import RateLimited, RoomExists, RoomNotFound, UsernameTaken
+from chat.errors import RateLimited, RoomExists, RoomNotFound, RoomQuotaReached, UsernameTaken
 from chat.fields import (
     BODY_MAX_CHARS,
     PASSWORD_MAX_CHARS,
@@ -35,6 +35,7 @@ from chat.fields import (
     is_valid_username,
 )
 from chat.models import User
+from chat.rooms import ROOMS_DEFAULT_LIMIT
 from chat.security import create_access_token, csrf_tokens_match, new_csrf_token
 from chat.services import Services
 
@@ -205,11 +206,11 @@ async def logout(request: Request, services: ServicesDep, csrf: CsrfField = NO_C
 
 
 @router.get("/rooms")
-async def rooms_page(request: Request, services: ServicesDep) -> Response:
+async def rooms_page(request: Request, services: ServicesDep, after: str = "") -> Response:
     user = await _page_user(request, services)
     if user is None:
         return _to_login(request)
-    return await _rooms(request, services, user)
+    return await _rooms(request, services, user, after=after)
 
 
 async def _rooms(
@@ -219,11 +220,24 @@ async def _rooms(
     status_code: int = 200,
     error: str | None = None,
     name: str = "",
+    after: str = "",
 ) -> Response:
+    """The page of rooms after the name `after`, with a link to the next page if any."""
+    after = after if is_valid_room_name(after) else ""
+    found = await services.rooms.list(after, ROOMS_DEFAULT_LIMIT + 1)
+    more = len(found) > ROOMS_DEFAULT_LIMIT
+    found = found[:ROOMS_DEFAULT_LIMIT]
     active = await services.presence.snapshot()
-    rooms = [(room.name, len(active.get(room.name, ()))) for room in await services.rooms.list()]
+    rooms = [(room.name, len(active.get(room.name, ()))) for room in found]
     return _render(
-        request, "rooms.html", status_code, user=user, rooms=rooms, error=error, name=name
+        request,
+        "rooms.html",
+        status_code,
+        user=user,
+        rooms=rooms,
+        error=error,
+        name=name,
+        next_after=found[-1].name if more else None,
     )
 
 
@@ -240,9 +254,14 @@ async def create_room(
         error = f"Room names are {ROOM_NAME_RULE}."
         return await _rooms(request, services, user, 400, error, name)
     try:
-        await services.rooms.create(name)
+        await services.rooms.create(name, user)
     except RoomExists:
         return await _rooms(request, services, user, 409, "That room exists already.", name)
+    except RoomQuotaReached as exc:
+        return await _rooms(request, services, user, 403, f"Sorry: {exc}.", name)
+    except RateLimited as exc:
+        error = f"Too many new rooms; try again in {math.ceil(exc.retry_after_secs)} s."
+        return await _rooms(request, services, user, 429, error, name)
     return RedirectResponse(f"/rooms/{name}", status.HTTP_303_SEE_OTHER)
 
 

@@ -31,6 +31,14 @@ log = logging.getLogger(__name__)
 HEALTH_TIMEOUT_SECS = 2.0
 
 
+def _room_creations(settings: Settings, broker: Broker) -> MessageLimiter:
+    """Room creations per account, across processes when there is Redis."""
+    burst, per_sec = settings.room_create_burst, settings.room_create_per_hour / 3600
+    if isinstance(broker, RedisBroker):
+        return SharedRateLimiter(broker.client, burst, per_sec, settings.redis_namespace)
+    return RateLimiter(burst, per_sec)
+
+
 class Author(NamedTuple):
     """Who posts a message: what posting needs of a user, kept by a socket for its life."""
 
@@ -98,7 +106,9 @@ class Services:
             broker=broker,
             presence=presence,
             figures=figures,
-            rooms=RoomDirectory(sessions),
+            rooms=RoomDirectory(
+                sessions, _room_creations(settings, broker), settings.rooms_per_user
+            ),
         )
 
     @property

@@ -234,6 +234,10 @@ def make_settings(tmp: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "data_dir": tmp,
         "secret_key": secrets.token_urlsafe(48),
+        # Accounts shared by a module's tests make a room per test; test_room_limits.py
+        # tests the limits with its own.
+        "rooms_per_user": 100_000,
+        "room_create_burst": 100_000,
     }
     if TEST_DATABASE == "postgresql" and "database_url" not in overrides:
         values["database_url"] = new_postgres_database()
