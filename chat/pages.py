@@ -67,8 +67,20 @@ def _render(request: Request, template: str, status_code: int = 200, **context: 
         request, template, {"csrf_token": csrf, **context}, status_code=status_code
     )
     if request.cookies.get(CSRF_COOKIE) != csrf:
-        response.set_cookie(CSRF_COOKIE, csrf, httponly=True, samesite="lax", path="/")
+        _set_csrf_cookie(request, response, csrf)
     return response
+
+
+def _set_csrf_cookie(request: Request, response: Response, csrf: str) -> None:
+    services: Services = request.app.state.services
+    response.set_cookie(
+        CSRF_COOKIE,
+        csrf,
+        httponly=True,
+        samesite="lax",
+        secure=services.settings.cookie_secure,
+        path="/",
+    )
 
 
 def _csrf_ok(request: Request, given: str) -> bool:
@@ -100,7 +112,7 @@ def _safe_next(target: str) -> str:
     return "/rooms"
 
 
-def _signed_in(services: Services, user: User, target: str) -> Response:
+def _signed_in(request: Request, services: Services, user: User, target: str) -> Response:
     response = RedirectResponse(_safe_next(target), status.HTTP_303_SEE_OTHER)
     response.set_cookie(
         ACCESS_COOKIE,
@@ -111,7 +123,18 @@ def _signed_in(services: Services, user: User, target: str) -> Response:
         secure=services.settings.cookie_secure,
         path="/",
     )
+    # A new CSRF token with the new session: one planted before sign-in (by a script on
+    # a sibling subdomain, say) is worthless after it.
+    _set_csrf_cookie(request, response, new_csrf_token())
     return response
+
+
+@router.get("/docs")
+async def api_docs(request: Request) -> Response:
+    """Swagger UI from our own static files, under the same CSP as every page."""
+    return templates.TemplateResponse(
+        request, "docs.html", {"openapi_url": request.app.openapi_url}
+    )
 
 
 @router.get("/")
@@ -148,7 +171,7 @@ async def register(
         return _render(
             request, "register.html", 409, error="That username is taken.", username=username
         )
-    return _signed_in(services, user, "/rooms")
+    return _signed_in(request, services, user, "/rooms")
 
 
 @router.get("/login")
@@ -190,7 +213,7 @@ async def login(
             username=username,
             next=_safe_next(next),
         )
-    return _signed_in(services, user, next)
+    return _signed_in(request, services, user, next)
 
 
 @router.post("/logout")
@@ -202,6 +225,7 @@ async def logout(request: Request, services: ServicesDep, csrf: CsrfField = NO_C
         await services.revoke(found[1])
     response = RedirectResponse("/login", status.HTTP_303_SEE_OTHER)
     response.delete_cookie(ACCESS_COOKIE, path="/")
+    response.delete_cookie(CSRF_COOKIE, path="/")
     return response
 
 

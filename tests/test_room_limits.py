@@ -35,6 +35,7 @@ def test_room_quota_per_account(make_server: Callable[..., Server]) -> None:
     assert r.json()["detail"] == "room limit reached: an account may create at most 3 rooms"
     client, csrf = browser(srv)
     assert sign_in(client, csrf, account).status_code == 303
+    csrf = client.cookies["csrf_token"]  # Renewed at sign-in.
     r = client.post("/rooms", data={"name": unique("room-"), "csrf_token": csrf})
     assert r.status_code == 403
     assert "at most 3 rooms" in r.text
