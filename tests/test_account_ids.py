@@ -14,7 +14,7 @@ from alembic import command
 
 from chat.db import alembic_config, migrate
 from chat.settings import Settings
-from tests.conftest import TEST_DATABASE, Server, _run_async, new_postgres_database
+from tests.conftest import Server, _run_async, new_postgres_database
 from tests.ws_helpers import closed_with, signed, welcome
 
 DATABASES = ["sqlite", "postgresql"]
@@ -85,7 +85,6 @@ def test_token_must_carry_its_accounts_key(server: Server) -> None:
         welcome(ws)
 
 
-@pytest.mark.skipif(TEST_DATABASE != "sqlite", reason="SQLite's id reuse")
 def test_migration_keeps_data_and_stops_sqlite_reusing_ids(tmp_path: Path) -> None:
     """Upgrading a database from before token keys keeps every account, room and message,
     gives each account its own key, and from then on SQLite never reuses a deleted id."""
