@@ -11,12 +11,13 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from chat import pages, ws, wsprotocol
+from chat import pages, storage, ws, wsprotocol
 from chat.db import PROJECT_DIR
 from chat.routes import admin, auth, health, rooms
 from chat.services import Services
@@ -35,26 +36,30 @@ SECURITY_HEADERS = [
     (b"referrer-policy", b"same-origin"),
     (b"x-frame-options", b"DENY"),
 ]
-# /docs loads Swagger UI's script and styles from a CDN and runs an inline script.
-DOCS_PATHS = ("/docs", "/redoc")
+# Behind HTTPS (CHAT_COOKIE_SECURE): browsers use HTTPS only, for a year.
+STRICT_TRANSPORT_SECURITY = (b"strict-transport-security", b"max-age=31536000")
 
 
 class SecurityHeaders:
-    """Adds the CSP and friends to every HTTP response but the API docs."""
+    """Adds the CSP and friends to every HTTP response, the API docs included."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, https: bool) -> None:
         self.app = app
+        self.headers = [
+            *SECURITY_HEADERS,
+            (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+        ]
+        if https:
+            self.headers.append(STRICT_TRANSPORT_SECURITY)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(DOCS_PATHS):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = message.setdefault("headers", [])
-                headers.extend(SECURITY_HEADERS)
-                headers.append((b"content-security-policy", CONTENT_SECURITY_POLICY.encode()))
+                message.setdefault("headers", []).extend(self.headers)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -179,10 +184,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Authenticated multi-room chat: REST API. Live chat is at /ws/rooms/{name}.",
         version="1",
         lifespan=lifespan,
-        exception_handlers={RequestValidationError: _validation_error},
+        # /docs is a page of our own (chat.pages), with Swagger UI from our static files.
+        docs_url=None,
+        redoc_url=None,
+        exception_handlers={
+            RequestValidationError: _validation_error,
+            DBAPIError: storage.storage_unavailable,
+        },
     )
     app.state.services = services
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(SecurityHeaders, https=settings.cookie_secure)
     app.add_middleware(BodyLimit)
     # Outermost of these: it must see the server's own send.
     app.add_middleware(SocketRoutes, routes=ws.routes)

@@ -1,6 +1,8 @@
 """The database engine, its sessions, and schema migrations."""
 
 import asyncio
+import contextlib
+import os
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,12 +26,17 @@ from chat.settings import Settings
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# Messages and password hashes: for the server's user only. SQLite gives the -wal and
+# -shm files the database file's mode.
+SQLITE_FILE_MODE = 0o600
+SQLITE_SIDE_FILES = ("", "-wal", "-shm", "-journal")
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
     url = settings.async_database_url
     if settings.is_sqlite:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        _own_sqlite_files(settings.async_database_url)
         engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
@@ -178,8 +185,31 @@ def migrate(settings: Settings) -> None:
     """Bring the database schema to the newest migration (blocking; call before serving)."""
     if settings.is_sqlite:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        _own_sqlite_files(settings.async_database_url)
         _check_sqlite_file(settings.async_database_url)
     command.upgrade(alembic_config(settings), "head")
+
+
+def _sqlite_path(url: str) -> Path | None:
+    parsed = make_url(url)
+    path = parsed.database
+    if not path or path == ":memory:" or parsed.query.get("uri"):
+        return None
+    return Path(path)
+
+
+def _own_sqlite_files(url: str) -> None:
+    """Create the SQLite file readable by this user only, before SQLite creates it with
+    the umask's mode (often 0644), and take back files an older version left open."""
+    path = _sqlite_path(url)
+    if path is None:
+        return
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, SQLITE_FILE_MODE))
+    for suffix in SQLITE_SIDE_FILES:
+        # Absent, or not ours to change (a read-only copy): nothing to take back.
+        with contextlib.suppress(OSError):
+            os.chmod(f"{path}{suffix}", SQLITE_FILE_MODE)
 
 
 def _check_sqlite_file(url: str) -> None:
@@ -188,9 +218,8 @@ def _check_sqlite_file(url: str) -> None:
     When aiosqlite fails to open a file, its worker thread outlives the event loop of
     the migration and prints a traceback; this reports the failure as one clear error.
     """
-    parsed = make_url(url)
-    path = parsed.database
-    if not path or path == ":memory:" or parsed.query.get("uri"):
+    path = _sqlite_path(url)
+    if path is None:
         return
     try:
         sqlite3.connect(path).close()

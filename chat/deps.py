@@ -12,7 +12,13 @@ from starlette.requests import HTTPConnection
 from chat import accounts
 from chat.errors import RateLimited
 from chat.models import User
-from chat.security import InvalidToken, TokenClaims, csrf_tokens_match, decode_access_token
+from chat.security import (
+    InvalidToken,
+    TokenClaims,
+    csrf_tokens_match,
+    decode_access_token,
+    token_keys_match,
+)
 from chat.services import Services
 
 ACCESS_COOKIE = "access_token"
@@ -53,7 +59,9 @@ async def authenticate_token(
         if await accounts.is_revoked(session, claims.token_id):
             return None
         user = await session.get(User, claims.user_id)
-    return None if user is None else (user, claims)
+    if user is None or not token_keys_match(user.token_key, claims.token_key):
+        return None
+    return user, claims
 
 
 async def user_for_token(services: Services, token: str | None) -> User | None:

@@ -15,6 +15,15 @@ class RoomExists(ChatError):
         return "room already exists"
 
 
+class RoomQuotaReached(ChatError):
+    def __init__(self, quota: int) -> None:
+        super().__init__(quota)
+        self.quota = quota
+
+    def __str__(self) -> str:
+        return f"room limit reached: an account may create at most {self.quota} rooms"
+
+
 class RoomNotFound(ChatError):
     def __str__(self) -> str:
         return "room not found"

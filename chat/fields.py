@@ -40,8 +40,9 @@ SIGN_IN_RULE = (
     f" and passwords at most {PASSWORD_MAX_CHARS}"
 )
 
-ROOM_NAME_PATTERN = r"^[a-z0-9\-]{1,64}$"
-ROOM_NAME_RULE = "1-64 lowercase letters, digits or '-'"
+ROOM_NAME_MAX_CHARS = 64
+ROOM_NAME_PATTERN = rf"^[a-z0-9\-]{{1,{ROOM_NAME_MAX_CHARS}}}$"
+ROOM_NAME_RULE = f"1-{ROOM_NAME_MAX_CHARS} lowercase letters, digits or '-'"
 
 BODY_MAX_CHARS = 4000
 BODY_RULE = f"1-{BODY_MAX_CHARS} characters after trimming, without NUL"

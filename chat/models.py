@@ -2,9 +2,20 @@
 
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, String, Text, func
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
+
+from chat.security import new_token_key
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -34,17 +45,24 @@ class Base(DeclarativeBase):
 
 class User(Base):
     __tablename__ = "users"
-    __table_args__ = (Index("uq_users_username_skeleton", "username_skeleton", unique=True),)
+    # AUTOINCREMENT: SQLite would otherwise hand a deleted user's id to the next one.
+    __table_args__ = (
+        UniqueConstraint("username_key"),
+        Index("uq_users_username_skeleton", "username_skeleton", unique=True),
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(32))
     # Lower-cased once on write so "Alice" and "alice" collide in a unique index.
-    username_key: Mapped[str] = mapped_column(String(32), unique=True)
+    username_key: Mapped[str] = mapped_column(String(32))
     # `fields.username_skeleton`: a unique index keeps out names that look like another's.
     # Nullable only so that SQLite can add the column without rebuilding the table.
     username_skeleton: Mapped[str | None] = mapped_column(String(64))
     password_hash: Mapped[str] = mapped_column(String(255))
     is_admin: Mapped[bool] = mapped_column(default=False)
+    # Every token carries it; a token whose key is not its account's is refused.
+    token_key: Mapped[str] = mapped_column(String(32), default=new_token_key)
     created_at: Mapped[datetime] = mapped_column(
         UTCDateTime, default=utcnow, server_default=func.now()
     )
@@ -52,6 +70,7 @@ class User(Base):
 
 class Room(Base):
     __tablename__ = "rooms"
+    __table_args__ = (Index("ix_rooms_created_by", "created_by"), {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
@@ -59,6 +78,8 @@ class Room(Base):
     # so within a room messages become visible strictly in `seq` order, also when
     # several processes write to it: a reader that has seen N has seen all below N.
     last_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Counted against the creator's room quota; None for rooms made by migrations.
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(
         UTCDateTime, default=utcnow, server_default=func.now()
     )

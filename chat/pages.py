@@ -18,7 +18,7 @@ from chat.deps import (
     client_address,
     user_for_token,
 )
-from chat.errors import RateLimited, RoomExists, RoomNotFound, UsernameTaken
+from chat.errors import RateLimited, RoomExists, RoomNotFound, RoomQuotaReached, UsernameTaken
 from chat.fields import (
     BODY_MAX_CHARS,
     PASSWORD_MAX_CHARS,
@@ -37,6 +37,7 @@ from chat.fields import (
     password_problem,
 )
 from chat.models import User
+from chat.rooms import ROOMS_DEFAULT_LIMIT
 from chat.security import HashingBusy, create_access_token, csrf_tokens_match, new_csrf_token
 from chat.services import Services
 
@@ -68,8 +69,20 @@ def _render(request: Request, template: str, status_code: int = 200, **context: 
         request, template, {"csrf_token": csrf, **context}, status_code=status_code
     )
     if request.cookies.get(CSRF_COOKIE) != csrf:
-        response.set_cookie(CSRF_COOKIE, csrf, httponly=True, samesite="lax", path="/")
+        _set_csrf_cookie(request, response, csrf)
     return response
+
+
+def _set_csrf_cookie(request: Request, response: Response, csrf: str) -> None:
+    services: Services = request.app.state.services
+    response.set_cookie(
+        CSRF_COOKIE,
+        csrf,
+        httponly=True,
+        samesite="lax",
+        secure=services.settings.cookie_secure,
+        path="/",
+    )
 
 
 def _csrf_ok(request: Request, given: str) -> bool:
@@ -101,18 +114,29 @@ def _safe_next(target: str) -> str:
     return "/rooms"
 
 
-def _signed_in(services: Services, user: User, target: str) -> Response:
+def _signed_in(request: Request, services: Services, user: User, target: str) -> Response:
     response = RedirectResponse(_safe_next(target), status.HTTP_303_SEE_OTHER)
     response.set_cookie(
         ACCESS_COOKIE,
-        create_access_token(user.id, services.signing_key, services.token_ttl),
+        create_access_token(user.id, user.token_key, services.signing_key, services.token_ttl),
         max_age=int(services.token_ttl.total_seconds()),
         httponly=True,
         samesite="lax",
         secure=services.settings.cookie_secure,
         path="/",
     )
+    # A new CSRF token with the new session: one planted before sign-in (by a script on
+    # a sibling subdomain, say) is worthless after it.
+    _set_csrf_cookie(request, response, new_csrf_token())
     return response
+
+
+@router.get("/docs")
+async def api_docs(request: Request) -> Response:
+    """Swagger UI from our own static files, under the same CSP as every page."""
+    return templates.TemplateResponse(
+        request, "docs.html", {"openapi_url": request.app.openapi_url}
+    )
 
 
 @router.get("/")
@@ -160,7 +184,7 @@ async def register(
             error="That username is taken, or looks like one that is.",
             username=username,
         )
-    return _signed_in(services, user, "/rooms")
+    return _signed_in(request, services, user, "/rooms")
 
 
 @router.get("/login")
@@ -224,7 +248,7 @@ async def login(
             username=username,
             next=_safe_next(next),
         )
-    return _signed_in(services, user, next)
+    return _signed_in(request, services, user, next)
 
 
 @router.post("/logout")
@@ -236,15 +260,16 @@ async def logout(request: Request, services: ServicesDep, csrf: CsrfField = NO_C
         await services.revoke(found[1])
     response = RedirectResponse("/login", status.HTTP_303_SEE_OTHER)
     response.delete_cookie(ACCESS_COOKIE, path="/")
+    response.delete_cookie(CSRF_COOKIE, path="/")
     return response
 
 
 @router.get("/rooms")
-async def rooms_page(request: Request, services: ServicesDep) -> Response:
+async def rooms_page(request: Request, services: ServicesDep, after: str = "") -> Response:
     user = await _page_user(request, services)
     if user is None:
         return _to_login(request)
-    return await _rooms(request, services, user)
+    return await _rooms(request, services, user, after=after)
 
 
 async def _rooms(
@@ -254,11 +279,24 @@ async def _rooms(
     status_code: int = 200,
     error: str | None = None,
     name: str = "",
+    after: str = "",
 ) -> Response:
+    """The page of rooms after the name `after`, with a link to the next page if any."""
+    after = after if is_valid_room_name(after) else ""
+    found = await services.rooms.list(after, ROOMS_DEFAULT_LIMIT + 1)
+    more = len(found) > ROOMS_DEFAULT_LIMIT
+    found = found[:ROOMS_DEFAULT_LIMIT]
     active = await services.presence.snapshot()
-    rooms = [(room.name, len(active.get(room.name, ()))) for room in await services.rooms.list()]
+    rooms = [(room.name, len(active.get(room.name, ()))) for room in found]
     return _render(
-        request, "rooms.html", status_code, user=user, rooms=rooms, error=error, name=name
+        request,
+        "rooms.html",
+        status_code,
+        user=user,
+        rooms=rooms,
+        error=error,
+        name=name,
+        next_after=found[-1].name if more else None,
     )
 
 
@@ -275,9 +313,14 @@ async def create_room(
         error = f"Room names are {ROOM_NAME_RULE}."
         return await _rooms(request, services, user, 400, error, name)
     try:
-        await services.rooms.create(name)
+        await services.rooms.create(name, user)
     except RoomExists:
         return await _rooms(request, services, user, 409, "That room exists already.", name)
+    except RoomQuotaReached as exc:
+        return await _rooms(request, services, user, 403, f"Sorry: {exc}.", name)
+    except RateLimited as exc:
+        error = f"Too many new rooms; try again in {math.ceil(exc.retry_after_secs)} s."
+        return await _rooms(request, services, user, 429, error, name)
     return RedirectResponse(f"/rooms/{name}", status.HTTP_303_SEE_OTHER)
 
 

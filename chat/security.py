@@ -23,6 +23,10 @@ T = TypeVar("T")
 JWT_ALGORITHM = "HS256"
 CSRF_TOKEN_BYTES = 32
 TOKEN_ID_BYTES = 12
+TOKEN_KEY_BYTES = 16
+# The claim naming the account's token key: a token outlives neither its account nor
+# a reuse of its account's id.
+TOKEN_KEY_CLAIM = "tkey"
 
 _passwords = CryptContext(schemes=["argon2"], deprecated="auto")
 
@@ -46,6 +50,8 @@ class TokenClaims:
     expires_at: datetime
     # `jti`: names the token, so that signing out can revoke it alone.
     token_id: str
+    # Must equal the account's `token_key`.
+    token_key: str
 
 
 class HashingBusy(Exception):
@@ -169,10 +175,15 @@ async def verify_password(password: str, password_hash: str | None) -> bool:
     return await _default_hasher.verify(password, password_hash)
 
 
-def create_access_token(user_id: int, key: str, ttl: timedelta) -> str:
+def new_token_key() -> str:
+    return secrets.token_urlsafe(TOKEN_KEY_BYTES)
+
+
+def create_access_token(user_id: int, token_key: str, key: str, ttl: timedelta) -> str:
     now = datetime.now(UTC)
     claims = {
         "sub": str(user_id),
+        TOKEN_KEY_CLAIM: token_key,
         "iat": now,
         "exp": now + ttl,
         "jti": secrets.token_urlsafe(TOKEN_ID_BYTES),
@@ -206,7 +217,11 @@ def decode_access_token(token: str, key: str) -> TokenClaims:
     token_id = claims.get("jti")
     if token_id is not None and (not isinstance(token_id, str) or len(token_id) > 64):
         raise InvalidToken("invalid token id")
-    return TokenClaims(int(sub), issued_at, datetime.fromtimestamp(exp, UTC), token_id or "")
+    token_key = claims.get(TOKEN_KEY_CLAIM)
+    if not isinstance(token_key, str) or not token_key or len(token_key) > 64:
+        raise InvalidToken("missing or invalid token key")
+    expires_at = datetime.fromtimestamp(exp, UTC)
+    return TokenClaims(int(sub), issued_at, expires_at, token_id or "", token_key)
 
 
 def new_csrf_token() -> str:
@@ -217,3 +232,7 @@ def csrf_tokens_match(expected: str | None, given: str | None) -> bool:
     if not expected or not given:
         return False
     return hmac.compare_digest(expected.encode(), given.encode())
+
+
+def token_keys_match(account_key: str, claimed: str) -> bool:
+    return hmac.compare_digest(account_key.encode(), claimed.encode())

@@ -9,7 +9,7 @@ from typing import Literal, NamedTuple
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from chat import accounts, events, messages
+from chat import accounts, events, messages, storage
 from chat.admin_views import AdminViews
 from chat.broker import Broker, RedisBroker, create_broker
 from chat.closecodes import CloseCode
@@ -36,6 +36,14 @@ from chat.writer import MessageWriter
 log = logging.getLogger(__name__)
 
 HEALTH_TIMEOUT_SECS = 2.0
+
+
+def _room_creations(settings: Settings, broker: Broker) -> MessageLimiter:
+    """Room creations per account, across processes when there is Redis."""
+    burst, per_sec = settings.room_create_burst, settings.room_create_per_hour / 3600
+    if isinstance(broker, RedisBroker):
+        return SharedRateLimiter(broker.client, burst, per_sec, settings.redis_namespace)
+    return RateLimiter(burst, per_sec)
 
 
 class Author(NamedTuple):
@@ -135,7 +143,9 @@ class Services:
             broker=broker,
             presence=presence,
             figures=figures,
-            rooms=RoomDirectory(sessions),
+            rooms=RoomDirectory(
+                sessions, _room_creations(settings, broker), settings.rooms_per_user
+            ),
         )
 
     @property
@@ -249,6 +259,8 @@ class Services:
             async with asyncio.timeout(HEALTH_TIMEOUT_SECS):
                 async with self.engine.connect() as conn:
                     await conn.execute(text("SELECT 1"))
+                    if not await storage.is_writable(self.settings, conn):
+                        return False
                 return await self.broker.is_healthy()
         except Exception as exc:
             log.warning("health check failed: %s", exc)

@@ -87,6 +87,10 @@ class Settings(BaseSettings):
 
     # Behind an HTTPS proxy the session cookie must only travel over TLS.
     cookie_secure: bool = False
+    # Rooms an account may create (admins: any number), and how fast: a burst, then per hour.
+    rooms_per_user: int = Field(50, ge=0)
+    room_create_burst: int = Field(10, ge=1)
+    room_create_per_hour: float = Field(30.0, gt=0)
 
     @field_validator("allowed_origins", mode="before")
     @classmethod

@@ -18,12 +18,14 @@ import asyncpg
 import httpx
 import pytest
 import uvicorn
+from jose import jwt
 from websockets.sync.client import ClientConnection, connect
 
 from chat.app import create_app
 from chat.cli import uvicorn_options
 from chat.db import migrate
 from chat.logs import log_config
+from chat.security import TOKEN_KEY_CLAIM
 from chat.settings import Settings
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -59,6 +61,12 @@ class Account:
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
+
+    @property
+    def token_key(self) -> str:
+        """The account's token key, which every token of the account must carry."""
+        key: str = jwt.get_unverified_claims(self.token)[TOKEN_KEY_CLAIM]
+        return key
 
 
 @dataclass
@@ -231,6 +239,10 @@ def make_settings(tmp: Path, **overrides: Any) -> Settings:
         # The shared servers register many accounts from one address.
         "register_burst": 10**6,
         "register_global_burst": 10**6,
+        # Accounts shared by a module's tests make a room per test; test_room_limits.py
+        # tests the limits with its own.
+        "rooms_per_user": 100_000,
+        "room_create_burst": 100_000,
     }
     if TEST_DATABASE == "postgresql" and "database_url" not in overrides:
         values["database_url"] = new_postgres_database()

@@ -222,21 +222,24 @@ def test_handmade_valid_token_is_accepted(server: Server) -> None:
     """A token built here the way the server builds them is accepted (control for refusals)."""
     account = server.register()
     key = server.settings.signing_key()
-    assert rooms_status(server, jwt.encode(claims_for(account.id), key, JWT_ALGORITHM)) == 200
+    claims = claims_for(account.id, tkey=account.token_key)
+    assert rooms_status(server, jwt.encode(claims, key, JWT_ALGORITHM)) == 200
     ttl = timedelta(minutes=5)
-    assert rooms_status(server, create_access_token(account.id, key, ttl)) == 200
+    token = create_access_token(account.id, account.token_key, key, ttl)
+    assert rooms_status(server, token) == 200
 
 
-def _tampered(token: str, user_id: int) -> str:
+def _tampered(token: str, user_id: int, tkey: str) -> str:
     header, _payload, signature = token.split(".")
-    return ".".join([header, _b64(claims_for(user_id)), signature])
+    return ".".join([header, _b64(claims_for(user_id, tkey=tkey)), signature])
 
 
-def _refused_tokens(server: Server, user_id: int, victim_id: int) -> dict[str, str | None]:
+def _refused_tokens(server: Server, attacker: Account, victim_id: int) -> dict[str, str | None]:
+    user_id, tkey = attacker.id, attacker.token_key
     key = server.settings.signing_key()
     now = datetime.now(UTC)
     hour = timedelta(hours=1)
-    valid = jwt.encode(claims_for(user_id), key, JWT_ALGORITHM)
+    valid = jwt.encode(claims_for(user_id, tkey=tkey), key, JWT_ALGORITHM)
     return {
         "missing": None,
         "dots only": "..",
@@ -245,6 +248,7 @@ def _refused_tokens(server: Server, user_id: int, victim_id: int) -> dict[str, s
         "expired": jwt.encode(
             claims_for(
                 user_id,
+                tkey=tkey,
                 iat=int((now - 2 * hour).timestamp()),
                 exp=int((now - hour).timestamp()),
             ),
@@ -254,6 +258,7 @@ def _refused_tokens(server: Server, user_id: int, victim_id: int) -> dict[str, s
         "iat in the future": jwt.encode(
             claims_for(
                 user_id,
+                tkey=tkey,
                 iat=int((now + hour).timestamp()),
                 exp=int((now + 2 * hour).timestamp()),
             ),
@@ -261,22 +266,36 @@ def _refused_tokens(server: Server, user_id: int, victim_id: int) -> dict[str, s
             JWT_ALGORITHM,
         ),
         "nbf in the future": jwt.encode(
-            {**claims_for(user_id), "nbf": int((now + hour).timestamp())}, key, JWT_ALGORITHM
+            {**claims_for(user_id, tkey=tkey), "nbf": int((now + hour).timestamp())},
+            key,
+            JWT_ALGORITHM,
         ),
-        "RS256 with an attacker's key": jwt.encode(claims_for(user_id), _rsa_pem(), "RS256"),
-        "tampered payload": _tampered(valid, victim_id),
-        "alg none": f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims_for(user_id))}.",
+        "RS256 with an attacker's key": jwt.encode(
+            claims_for(user_id, tkey=tkey), _rsa_pem(), "RS256"
+        ),
+        "tampered payload": _tampered(valid, victim_id, tkey),
+        "alg none": ".".join(
+            [_b64({"alg": "none", "typ": "JWT"}), _b64(claims_for(user_id, tkey=tkey)), ""]
+        ),
         "alg none with signature": ".".join(
-            [_b64({"alg": "none", "typ": "JWT"}), _b64(claims_for(user_id)), valid.split(".")[2]]
+            [
+                _b64({"alg": "none", "typ": "JWT"}),
+                _b64(claims_for(user_id, tkey=tkey)),
+                valid.split(".")[2],
+            ]
         ),
-        "HS512 with the right key": jwt.encode(claims_for(user_id), key, "HS512"),
-        "HS384 with the right key": jwt.encode(claims_for(user_id), key, "HS384"),
-        "wrong key": jwt.encode(claims_for(user_id), secrets.token_urlsafe(48), JWT_ALGORITHM),
-        "missing sub": jwt.encode(claims_for(user_id, sub=None), key, JWT_ALGORITHM),
-        "missing exp": jwt.encode(claims_for(user_id, exp=None), key, JWT_ALGORITHM),
-        "missing iat": jwt.encode(claims_for(user_id, iat=None), key, JWT_ALGORITHM),
-        "non-numeric sub": jwt.encode(claims_for(user_id, sub="admin"), key, JWT_ALGORITHM),
-        "user does not exist": jwt.encode(claims_for(987_654_321), key, JWT_ALGORITHM),
+        "HS512 with the right key": jwt.encode(claims_for(user_id, tkey=tkey), key, "HS512"),
+        "HS384 with the right key": jwt.encode(claims_for(user_id, tkey=tkey), key, "HS384"),
+        "wrong key": jwt.encode(
+            claims_for(user_id, tkey=tkey), secrets.token_urlsafe(48), JWT_ALGORITHM
+        ),
+        "missing sub": jwt.encode(claims_for(user_id, tkey=tkey, sub=None), key, JWT_ALGORITHM),
+        "missing exp": jwt.encode(claims_for(user_id, tkey=tkey, exp=None), key, JWT_ALGORITHM),
+        "missing iat": jwt.encode(claims_for(user_id, tkey=tkey, iat=None), key, JWT_ALGORITHM),
+        "non-numeric sub": jwt.encode(
+            claims_for(user_id, tkey=tkey, sub="admin"), key, JWT_ALGORITHM
+        ),
+        "user does not exist": jwt.encode(claims_for(987_654_321, tkey=tkey), key, JWT_ALGORITHM),
     }
 
 
@@ -321,6 +340,6 @@ def attacker(server: Server) -> Account:
 def test_invalid_tokens_are_refused(server: Server, attacker: Account, case: str) -> None:
     """A missing, malformed, expired, tampered, wrongly signed or orphaned token gets 401."""
     assert server.admin is not None
-    tokens = _refused_tokens(server, attacker.id, server.admin.id)
+    tokens = _refused_tokens(server, attacker, server.admin.id)
     assert set(tokens) == set(REFUSED)
     assert rooms_status(server, tokens[case]) == 401, case

@@ -21,8 +21,11 @@ def test_session_cookie_is_secure_behind_https(make_server: Callable[..., Server
     account = srv.register()
     http = srv.client()
     csrf = http.get("/login").cookies["csrf_token"]
+    # Over plain HTTP the client keeps the (Secure) CSRF cookie to itself: send it by hand.
     r = http.post(
-        "/login", data={"username": account.username, "password": PASSWORD, "csrf_token": csrf}
+        "/login",
+        data={"username": account.username, "password": PASSWORD, "csrf_token": csrf},
+        headers={"Cookie": f"csrf_token={csrf}"},
     )
     cookie = next(v for k, v in r.headers.multi_items() if k == "set-cookie")
     assert cookie.startswith("access_token=")

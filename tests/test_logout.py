@@ -55,7 +55,7 @@ def test_page_logout_closes_the_browsers_sockets(make_server: Callable[..., Serv
     csrf = http.get("/login").cookies["csrf_token"]
     r = http.post("/login", data={"username": name, "password": PASSWORD, "csrf_token": csrf})
     assert r.status_code == 303
-    cookie = http.cookies["access_token"]
+    cookie, csrf = http.cookies["access_token"], http.cookies["csrf_token"]
     with srv.ws(
         "/ws/rooms/general", token=None, headers={"Cookie": f"access_token={cookie}"}
     ) as ws:

@@ -9,6 +9,7 @@ import pytest
 
 from chat import security
 from tests.conftest import Account, Server, unique
+from tests.test_rooms_api import room_names
 
 CSRF_COOKIE = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
@@ -143,6 +144,7 @@ def test_logout_form_with_csrf_ends_session(server: Server, user: Account) -> No
     """`/logout` with the right csrf_token clears the cookie and redirects to /login."""
     client, csrf = browser(server)
     assert sign_in(client, csrf, user).status_code == 303
+    csrf = client.cookies["csrf_token"]  # Renewed at sign-in.
     r = client.post("/logout", data={"csrf_token": csrf})
     assert r.status_code == 303
     assert r.headers["location"] == "/login"
@@ -157,19 +159,19 @@ def test_rooms_form_refuses_wrong_csrf(server: Server, user: Account) -> None:
     name = unique("form-")
     r = client.post("/rooms", data={"name": name, "csrf_token": "forged"})
     assert r.status_code == 403
-    names = [room["name"] for room in client.get("/api/rooms").json()]
-    assert name not in names
+    assert name not in room_names(client)
 
 
 def test_rooms_form_with_csrf_creates_room(server: Server, user: Account) -> None:
     """`/rooms` with the right csrf_token creates the room and redirects to it."""
     client, csrf = browser(server)
     assert sign_in(client, csrf, user).status_code == 303
+    csrf = client.cookies["csrf_token"]  # Renewed at sign-in.
     name = unique("form-")
     r = client.post("/rooms", data={"name": name, "csrf_token": csrf})
     assert r.status_code == 303
     assert r.headers["location"] == f"/rooms/{name}"
-    assert name in [room["name"] for room in client.get("/api/rooms").json()]
+    assert name in room_names(client)
 
 
 # --- session cookie and redirects -------------------------------------------------------

@@ -437,7 +437,7 @@ def refusal(server: Server, account: Account, case: str) -> dict[str, Any]:
     """Keyword arguments of `Server.ws` asking for a socket in a way that must be refused."""
     assert server.admin is not None
     key, now, valid = server.settings.signing_key(), int(time.time()), account.token
-    sub = str(account.id)
+    sub, tkey = str(account.id), account.token_key
     cookie = {"Cookie": f"access_token={valid}"}
     cases: dict[str, dict[str, Any]] = {
         "missing token": {},
@@ -449,9 +449,11 @@ def refusal(server: Server, account: Account, case: str) -> dict[str, Any]:
         "tampered claims": {"token": with_claims(valid, sub=str(server.admin.id))},
         "alg none": {"token": unsigned_token(account.id)},
         "other key": {"token": token_for(server, account, timedelta(minutes=5), "k" * 48)},
-        "no iat": {"token": signed(key, sub=sub, exp=now + 300)},
-        "issued in the future": {"token": signed(key, sub=sub, iat=now + 3600, exp=now + 7200)},
-        "unknown user": {"token": signed(key, sub="999999999", iat=now, exp=now + 300)},
+        "no iat": {"token": signed(key, sub=sub, tkey=tkey, exp=now + 300)},
+        "issued in the future": {
+            "token": signed(key, sub=sub, tkey=tkey, iat=now + 3600, exp=now + 7200)
+        },
+        "unknown user": {"token": signed(key, sub="999999999", tkey=tkey, iat=now, exp=now + 300)},
         "foreign origin, bearer": {
             "headers": {"Origin": "http://evil.example", "Authorization": f"Bearer {valid}"}
         },

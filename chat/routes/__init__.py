@@ -19,3 +19,7 @@ BAD_BODY: Responses = {
     400: {"description": "The body cannot be parsed", "model": ErrorOut},
     413: {"description": "The body is over 1 MiB", "model": ErrorOut},
 }
+# A write the database could not store (disk full, read-only, unreachable).
+STORAGE_FAILED: Responses = {
+    503: {"description": "Storage unavailable; see Retry-After", "model": ErrorOut}
+}

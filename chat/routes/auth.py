@@ -17,7 +17,7 @@ from chat.deps import (
 )
 from chat.errors import RateLimited, UsernameTaken
 from chat.fields import SIGN_IN_RULE, is_oversized_sign_in
-from chat.routes import BAD_BODY, Responses
+from chat.routes import BAD_BODY, STORAGE_FAILED, Responses
 from chat.schemas import ErrorOut, RegisterIn, TokenOut, UserOut
 from chat.security import HashingBusy, create_access_token
 
@@ -47,6 +47,7 @@ def hashing_busy(exc: HashingBusy) -> HTTPException:
     responses={
         **BAD_BODY,
         **HASHING_BUSY,
+        **STORAGE_FAILED,
         409: {"description": "Username taken", "model": ErrorOut},
         429: {"description": "Too many registrations; see Retry-After", "model": ErrorOut},
     },
@@ -102,7 +103,9 @@ async def token(
             status.HTTP_401_UNAUTHORIZED, WRONG_CREDENTIALS, headers={"WWW-Authenticate": "Bearer"}
         )
     return TokenOut(
-        access_token=create_access_token(user.id, services.signing_key, services.token_ttl),
+        access_token=create_access_token(
+            user.id, user.token_key, services.signing_key, services.token_ttl
+        ),
         expires_in=int(services.token_ttl.total_seconds()),
     )
 
@@ -110,10 +113,11 @@ async def token(
 @router.post(
     "/logout",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={401: {"description": "No valid token"}},
+    responses={401: {"description": "No valid token"}, **STORAGE_FAILED},
 )
 async def logout(token: RequestTokenDep, services: ServicesDep) -> None:
-    """Revoke this token: refused from now on, and its open sockets are closed (1008)."""
+    """Revoke this token: refused from now on, and its open sockets are closed (1008).
+    503 when the revocation cannot be stored: the token stays valid; try again."""
     found = await authenticate_token(services, token)
     if found is None:
         raise HTTPException(

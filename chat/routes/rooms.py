@@ -1,14 +1,23 @@
 """Rooms and their message history."""
 
 from typing import Annotated
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 
 from chat import events, messages
 from chat.deps import CurrentUser, ServicesDep, SessionDep, too_many_requests
-from chat.errors import RateLimited, RoomExists, RoomNotFound, StorageUnavailable
+from chat.errors import (
+    RateLimited,
+    RoomExists,
+    RoomNotFound,
+    RoomQuotaReached,
+    StorageUnavailable,
+)
+from chat.fields import ROOM_NAME_PATTERN
 from chat.messages import HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT
-from chat.routes import BAD_BODY, CSRF_REFUSED, UNAUTHORIZED, Responses
+from chat.rooms import ROOMS_DEFAULT_LIMIT, ROOMS_MAX_LIMIT
+from chat.routes import BAD_BODY, CSRF_REFUSED, STORAGE_FAILED, UNAUTHORIZED, Responses
 from chat.schemas import ErrorOut, MessageIn, MessageOut, MessagesOut, RoomIn, RoomOut
 from chat.services import Author, Services
 
@@ -27,11 +36,25 @@ async def _room_id(services: Services, name: str) -> int:
 
 
 @router.get("", response_model=list[RoomOut], responses=UNAUTHORIZED)
-async def list_rooms(_user: CurrentUser, services: ServicesDep) -> list[RoomOut]:
+async def list_rooms(
+    request: Request,
+    response: Response,
+    _user: CurrentUser,
+    services: ServicesDep,
+    limit: Annotated[int, Query(ge=1, le=ROOMS_MAX_LIMIT)] = ROOMS_DEFAULT_LIMIT,
+    after: Annotated[str | None, Query(pattern=ROOM_NAME_PATTERN)] = None,
+) -> list[RoomOut]:
+    """Rooms in name order, `limit` at a time; a `Link: <...>; rel="next"` header names
+    the next page while there is one."""
+    rooms = await services.rooms.list(after or "", limit + 1)
+    if len(rooms) > limit:
+        rooms = rooms[:limit]
+        query = urlencode({"limit": limit, "after": rooms[-1].name})
+        response.headers["Link"] = f'<{request.url.path}?{query}>; rel="next"'
     active = await services.presence.snapshot()
     return [
         RoomOut(name=r.name, created_at=r.created_at, active_users=len(active.get(r.name, ())))
-        for r in await services.rooms.list()
+        for r in rooms
     ]
 
 
@@ -43,14 +66,21 @@ async def list_rooms(_user: CurrentUser, services: ServicesDep) -> list[RoomOut]
         **UNAUTHORIZED,
         **CSRF_REFUSED,
         **BAD_BODY,
+        **STORAGE_FAILED,
+        403: {"description": "Room limit of this account reached", "model": ErrorOut},
         409: {"description": "Room exists", "model": ErrorOut},
+        429: {"description": "Rooms created too fast; see Retry-After", "model": ErrorOut},
     },
 )
-async def create_room(body: RoomIn, _user: CurrentUser, services: ServicesDep) -> RoomOut:
+async def create_room(body: RoomIn, user: CurrentUser, services: ServicesDep) -> RoomOut:
     try:
-        room = await services.rooms.create(body.name)
+        room = await services.rooms.create(body.name, user)
     except RoomExists as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    except RoomQuotaReached as exc:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from None
+    except RateLimited as exc:
+        raise too_many_requests(exc) from None
     return RoomOut(name=room.name, created_at=room.created_at, active_users=0)
 
 
