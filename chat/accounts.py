@@ -10,7 +10,7 @@ from chat.errors import UsernameTaken
 from chat.fields import is_valid_username, username_skeleton
 from chat.models import RevokedToken, User, UTCDateTime, utcnow
 from chat.ratelimit import LoginThrottle
-from chat.security import PasswordHasher, hash_password
+from chat.security import PasswordHasher, hash_password, new_token_key
 
 # Held for the transaction that may create a PostgreSQL database's first account.
 _FIRST_ACCOUNT_LOCK = 0x63686174
@@ -28,6 +28,7 @@ async def register(
     """
     password_hash = await hasher.hash(password)
     now = utcnow()
+    token_key = new_token_key()
     if session.get_bind().dialect.name == "postgresql" and not await session.scalar(
         select(exists().where(User.id.is_not(None)))
     ):
@@ -39,6 +40,7 @@ async def register(
         literal(password_hash, String),
         ~exists().where(User.id.is_not(None)),
         literal(now, UTCDateTime),
+        literal(token_key, String),
     )
     columns = [
         "username",
@@ -47,6 +49,7 @@ async def register(
         "password_hash",
         "is_admin",
         "created_at",
+        "token_key",
     ]
     statement = insert(User).from_select(columns, row).returning(User.id, User.is_admin)
     try:
@@ -63,6 +66,7 @@ async def register(
         password_hash=password_hash,
         is_admin=is_admin,
         created_at=now,
+        token_key=token_key,
     )
 
 
