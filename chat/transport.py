@@ -1,6 +1,7 @@
 """Writing pre-encoded frames straight into the server's socket, where the server allows it.
 
-This module holds all that the project knows of uvicorn's internals. Its sans-I/O
+This module holds what the fan-out knows of uvicorn's internals (`chat.wsprotocol` and
+`chat.http_limits` hold what the limits know). Its sans-I/O
 WebSocket protocol (`uvicorn.protocols.websockets.websockets_sansio_impl`, new in
 uvicorn 0.35.0) keeps no state about the frames it sends once a socket is open, so
 complete frames written to its transport reach the client as they are: a room's
