@@ -87,10 +87,18 @@ async def authenticate(
     key = username.lower() if is_valid_username(username) else ""
     await throttle.check(key, address)
     user = await find_by_username(session, username) if key else None
-    if not await hasher.verify(password, user.password_hash if user else None):
+    if user is None:
+        await hasher.verify(password, None)
+        await throttle.failed(key, address)
+        return None
+    matches, new_hash = await hasher.verify_and_update(password, user.password_hash)
+    if not matches:
         await throttle.failed(key, address)
         return None
     await throttle.succeeded(key, address)
+    if new_hash is not None:
+        user.password_hash = new_hash
+        await session.commit()
     return user
 
 

@@ -1,5 +1,5 @@
 """Limits on what one HTTP client may make `chat serve` hold: bytes and lines of a request
-head, the time to send a head or a body, and connections open at once.
+head, bytes of a body, the time to send a head or a body, and connections open at once.
 
 uvicorn's httptools protocol has none of these: a request head may grow without end
 (the parser keeps every header line), a connection that sends nothing or sends a
@@ -9,7 +9,7 @@ these parts of `uvicorn.protocols.http.httptools_impl.HttpToolsProtocol`, as che
 against uvicorn 0.54.0 (re-check whenever the supported range of uvicorn moves):
 
 - the parser callbacks `on_message_begin`, `on_url`, `on_header`,
-  `on_headers_complete`, `on_message_complete`, and `on_response_complete`; an
+  `on_headers_complete`, `on_body`, `on_message_complete`, and `on_response_complete`; an
   exception raised in a callback stops the parser with `HttpParserError`;
 - `data_received` (re-implemented here so that a limit is told apart from a
   malformed request), `handle_websocket_upgrade`, `_should_upgrade`,
@@ -74,6 +74,7 @@ class LimitLog:
 class Limits:
     max_header_bytes: int
     max_headers: int
+    max_body_bytes: int
     head_timeout_secs: float
     body_timeout_secs: float
     max_connections: int
@@ -98,6 +99,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._raw_head_bytes = 0
         self._head_bytes = 0
         self._header_count = 0
+        self._content_length = 0
+        self._body_bytes = 0
         self._request_begun = False
         self._refusal: tuple[int, str] | None = None
         self._refused = False
@@ -152,6 +155,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._request_begun = True
         self._head_bytes = 0
         self._header_count = 0
+        self._content_length = 0
+        self._body_bytes = 0
         if self._timer is None:
             # After a keep-alive pause: the head is due within the deadline of its first byte.
             self._arm(self.limits.head_timeout_secs, self._head_timed_out)
@@ -166,16 +171,34 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._refusal = (431, "too many request headers")
             raise _Refused
         self._count_head(len(name) + len(value) + 4)
+        if name.lower() == b"content-length" and value.strip().isdigit():
+            self._content_length = int(value)
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
+        if self._content_length > self.limits.max_body_bytes:
+            # Refused before a byte of it is read (or a task started for it).
+            self._refusal = (413, "request body too large")
+            raise _Refused
         self._in_head = False
         self._raw_head_bytes = 0
         self._request_begun = False
         self._arm(self.limits.body_timeout_secs, self._body_timed_out)
         super().on_headers_complete()
 
+    def on_body(self, body: bytes) -> None:
+        if self._refused:
+            return
+        # A chunked body announces no length: it is counted as it comes.
+        self._body_bytes += len(body)
+        if self._body_bytes > self.limits.max_body_bytes:
+            self._cut_off_body(413, "request body too large")
+            return
+        super().on_body(body)
+
     def on_message_complete(self) -> None:
+        if self._refused:
+            return
         self._in_head = True
         self._disarm()
         super().on_message_complete()
@@ -207,17 +230,21 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _body_timed_out(self) -> None:
         self._timer = None
+        self._cut_off_body(408, "request body not received in time")
+
+    def _cut_off_body(self, status: int, reason: str) -> None:
+        """Stop receiving the current request's body: the application sees a disconnect
+        and can no longer write, so `status` is the answer (if it has not answered yet)."""
         cycle = self.cycle
-        if cycle.response_started:
-            self.limits.log.hit("request body not received in time", self.client)
-            cycle.disconnected = True
-            cycle.message_event.set()
-            self.transport.close()
-            return
-        # The application sees a disconnect and can no longer write: the 408 is the answer.
         cycle.disconnected = True
         cycle.message_event.set()
-        self._refuse(408, "request body not received in time")
+        if cycle.response_started:
+            self.limits.log.hit(reason, self.client)
+            self._refused = True
+            self._disarm()
+            self.transport.close()
+            return
+        self._refuse(status, reason)
 
     def _refuse(self, status: int, reason: str) -> None:
         """Answer `status` with `reason`, then read and drop the client's bytes until it
@@ -266,6 +293,7 @@ def limits(settings: Settings) -> Limits:
     return Limits(
         max_header_bytes=settings.http_max_header_bytes,
         max_headers=settings.http_max_headers,
+        max_body_bytes=settings.http_max_body_bytes,
         head_timeout_secs=settings.http_head_timeout_secs,
         body_timeout_secs=settings.http_body_timeout_secs,
         max_connections=connections_allowed(settings.max_connections),

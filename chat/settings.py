@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     # open at once per process; beyond it a new connection gets 503.
     http_max_header_bytes: int = Field(64 * 1024, ge=1024)
     http_max_headers: int = Field(100, ge=8)
+    # No request of the API needs more (a message is at most 4000 characters).
+    http_max_body_bytes: int = Field(64 * 1024, ge=1024)
     http_head_timeout_secs: float = Field(10.0, gt=0)
     http_body_timeout_secs: float = Field(30.0, gt=0)
     http_keepalive_secs: int = Field(5, ge=1)

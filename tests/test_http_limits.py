@@ -277,3 +277,41 @@ def test_connection_limit_fits_the_open_files_limit() -> None:
     assert connections_allowed(10) == 10
     if soft != resource.RLIM_INFINITY:
         assert connections_allowed(soft * 2) == soft - RESERVED_FILES
+
+
+def test_oversized_body_gets_413_before_it_is_read(server: Server) -> None:
+    """A body announced over `CHAT_HTTP_MAX_BODY_BYTES` is refused with 413 at once: the
+    server reads none of it, so a megabyte-long sign-in costs it nothing (positive control:
+    the same request with a small body gets its ordinary answer)."""
+    form = b"username=nobody&password=wrong-password"
+    small = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    small.sendall(
+        b"POST /api/auth/token HTTP/1.1\r\nHost: chat\r\nConnection: close\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(form), form)
+    )
+    assert read_until_closed(small).startswith(b"HTTP/1.1 401")
+
+    sock = connect(server)
+    sock.sendall(
+        b"POST /api/auth/token HTTP/1.1\r\nHost: chat\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: %d\r\n\r\nusername=" % (100 * MiB)
+    )
+    answer = read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:80]
+
+
+def test_oversized_chunked_body_gets_413(server: Server) -> None:
+    """A chunked body, which announces no length, is cut off with 413 once it passes the
+    limit, while the client is still sending it."""
+    sock = connect(server)
+    sock.sendall(
+        b"POST /api/auth/token HTTP/1.1\r\nHost: chat\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+    chunk = b"x" * 16384
+    send_until_refused(sock, b"%x\r\n%s\r\n" % (len(chunk), chunk), 4 * MiB)
+    answer = read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:80]

@@ -1,13 +1,20 @@
 """Weak passwords are refused wherever a password is set: the most common ones, in any case,
 and the username itself."""
 
+import asyncio
 import html
+import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
+from passlib.hash import argon2
 
-from chat import fields
+from chat import fields, security
+from chat.db import create_engine
 from tests.conftest import PASSWORD, Server, unique
 from tests.test_cli import assert_one_line_error, run_chat
 
@@ -69,3 +76,65 @@ def test_create_admin_refuses_a_weak_password(
     line = assert_one_line_error(result)
     expected = (error or USERNAME_PASSWORD_RULE).rstrip(".")
     assert line.lower() == f"chat: error: {expected}".lower()
+
+
+# argon2's own defaults: four lanes (threads), 64 MiB, three passes.
+OLD_PARAMETERS = {"memory_cost": 65536, "rounds": 3, "parallelism": 4}
+
+
+def threads_while(work: Callable[[], object]) -> int:
+    """The most threads this process had while `work` ran, counted from another thread."""
+    most = 0
+    done = threading.Event()
+
+    def count() -> None:
+        nonlocal most
+        while not done.is_set():
+            most = max(most, len(os.listdir("/proc/self/task")))
+
+    counter = threading.Thread(target=count)
+    counter.start()
+    try:
+        work()
+    finally:
+        done.set()
+        counter.join()
+    return most
+
+
+def test_a_hash_takes_one_thread() -> None:
+    """A hash runs in one lane on the thread that asks for it, so the hashing threads
+    (cores - 1) leave the event loop a core; argon2's default four lanes start threads of
+    their own that took every core for each hash (the control)."""
+    before = threads_while(lambda: None)
+    # One thread of slack: a server of another test may start one meanwhile.
+    assert threads_while(lambda: argon2.using(**OLD_PARAMETERS).hash(PASSWORD)) > before + 1
+    assert threads_while(lambda: [security._passwords.hash(PASSWORD) for _ in range(3)]) <= (
+        before + 1
+    )
+
+
+def test_a_hash_with_older_parameters_is_renewed_at_sign_in(server: Server) -> None:
+    account = server.register()
+    old_hash = argon2.using(**OLD_PARAMETERS).hash(account.password)
+
+    async def stored_hash(new: str | None = None) -> str:
+        engine = create_engine(server.settings)
+        try:
+            async with engine.begin() as conn:
+                users = sa.table("users", sa.column("username"), sa.column("password_hash"))
+                where = users.c.username == account.username
+                if new is not None:
+                    await conn.execute(sa.update(users).where(where).values(password_hash=new))
+                value = await conn.scalar(sa.select(users.c.password_hash).where(where))
+                return str(value)
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(stored_hash(old_hash)) == old_hash
+    form = {"username": account.username, "password": account.password}
+    assert httpx.post(f"{server.url}/api/auth/token", data=form, timeout=30).status_code == 200
+    renewed = asyncio.run(stored_hash())
+    assert renewed != old_hash
+    assert "m=47104,t=1,p=1" in renewed
+    assert httpx.post(f"{server.url}/api/auth/token", data=form, timeout=30).status_code == 200

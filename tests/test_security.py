@@ -314,11 +314,11 @@ def test_lag_probe_detects_hashing_on_the_loop(
     account = server.register()
     on_loop = security._passwords.verify
 
-    async def verify_on_loop(password: str, password_hash: str | None) -> bool:
-        return password_hash is not None and on_loop(password, password_hash)
+    async def verify_on_loop(password: str, password_hash: str) -> tuple[bool, str | None]:
+        return on_loop(password, password_hash), None
 
-    patched: Callable[[str, str | None], Awaitable[Any]] = verify_on_loop
+    patched: Callable[[str, str], Awaitable[Any]] = verify_on_loop
     services = server.server.config.app.state.services  # type: ignore[union-attr]
-    monkeypatch.setattr(services.hasher, "verify", patched)
+    monkeypatch.setattr(services.hasher, "verify_and_update", patched)
     lag = loop_lag_during_logins(server, account)
     assert lag >= MAX_LOOP_LAG_MS, f"blocking hashing went unnoticed: {lag:.0f} ms"
