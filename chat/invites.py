@@ -47,9 +47,9 @@ async def revoke(session: AsyncSession, code: str) -> None:
     """Delete the invite; InviteNotFound if there is none by that code."""
     if not could_be_invite_code(code):
         raise InviteNotFound()
-    result = await session.execute(delete(Invite).where(Invite.code == code))
+    deleted = await session.scalar(delete(Invite).where(Invite.code == code).returning(Invite.code))
     await session.commit()
-    if not getattr(result, "rowcount", 0):
+    if deleted is None:
         raise InviteNotFound()
 
 
