@@ -2,46 +2,71 @@
 
 from datetime import datetime
 
-from sqlalchemy import String, delete, exists, func, insert, literal, select
+from sqlalchemy import Boolean, String, delete, exists, func, insert, literal, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chat.errors import UsernameTaken
+from chat import invites
+from chat.errors import RegistrationRefused, UsernameTaken
 from chat.fields import is_valid_username, username_skeleton
 from chat.models import RevokedToken, User, UTCDateTime, utcnow
 from chat.ratelimit import LoginThrottle
 from chat.security import PasswordHasher, hash_password, new_token_key
+from chat.settings import Registration
 
 # Held for the transaction that may create a PostgreSQL database's first account.
 _FIRST_ACCOUNT_LOCK = 0x63686174
 
 
 async def register(
-    session: AsyncSession, username: str, password: str, hasher: PasswordHasher
+    session: AsyncSession,
+    username: str,
+    password: str,
+    hasher: PasswordHasher,
+    *,
+    registration: Registration = "open",
+    invite: str = "",
+    admin: bool = False,
 ) -> User:
     """Create an account; the first account of an empty database becomes admin.
+
+    Unless `registration` is open, the account needs a use of `invite` (RegistrationRefused
+    without one), or has to be the database's first, which is always let in: somebody must
+    become the admin who hands out invites. `admin` makes any account an admin (the command
+    line's `create-user --admin`).
 
     One statement decides admin and inserts (`NOT EXISTS` inside the `INSERT`), so two first
     registrations cannot both find the table empty: SQLite runs one write at a time, and on
     PostgreSQL, whose concurrent statements would each see the other's row as not yet there,
-    an empty table's registrations take turns under a transaction lock.
+    an empty table's registrations take turns under a transaction lock. The invite's use is
+    taken in the same transaction, so an account that cannot be created uses none.
     """
+    gated = registration != "open"
+    if gated:
+        # Refuse before hashing: a refusal should cost the server next to nothing.
+        allowed = not await has_accounts(session) or await invites.is_usable(session, invite)
+        # Hand the connection back while the password waits to be hashed.
+        await session.rollback()
+        if not allowed:
+            raise RegistrationRefused(bool(invite), registration == "closed")
     password_hash = await hasher.hash(password)
     now = utcnow()
     token_key = new_token_key()
-    if session.get_bind().dialect.name == "postgresql" and not await session.scalar(
-        select(exists().where(User.id.is_not(None)))
-    ):
+    if session.get_bind().dialect.name == "postgresql" and not await has_accounts(session):
         await session.execute(select(func.pg_advisory_xact_lock(_FIRST_ACCOUNT_LOCK)))
+    no_account_yet = ~exists().where(User.id.is_not(None))
     row = select(
         literal(username, String),
         literal(username.lower(), String),
         literal(username_skeleton(username), String),
         literal(password_hash, String),
-        ~exists().where(User.id.is_not(None)),
+        literal(True, Boolean) if admin else no_account_yet,
         literal(now, UTCDateTime),
         literal(token_key, String),
     )
+    if gated and not (invite and await invites.claim(session, invite)):
+        # Without an invite only the first account gets in.
+        row = row.where(no_account_yet)
     columns = [
         "username",
         "username_key",
@@ -53,11 +78,15 @@ async def register(
     ]
     statement = insert(User).from_select(columns, row).returning(User.id, User.is_admin)
     try:
-        user_id, is_admin = (await session.execute(statement)).one()
+        created = (await session.execute(statement)).one_or_none()
+        if created is None:
+            await session.rollback()
+            raise RegistrationRefused(bool(invite), registration == "closed")
         await session.commit()
     except IntegrityError:
         await session.rollback()
         raise UsernameTaken() from None
+    user_id, is_admin = created
     return User(
         id=user_id,
         username=username,
@@ -68,6 +97,10 @@ async def register(
         created_at=now,
         token_key=token_key,
     )
+
+
+async def has_accounts(session: AsyncSession) -> bool:
+    return bool(await session.scalar(select(exists().where(User.id.is_not(None)))))
 
 
 async def authenticate(

@@ -19,7 +19,7 @@ from starlette.websockets import WebSocket
 
 from chat import pages, storage, ws, wsprotocol
 from chat.db import PROJECT_DIR
-from chat.routes import admin, auth, health, rooms
+from chat.routes import admin, auth, health, invites, rooms
 from chat.services import Services
 from chat.settings import Settings
 from chat.transport import SERVER_SEND_KEY
@@ -197,7 +197,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit)
     # Outermost of these: it must see the server's own send.
     app.add_middleware(SocketRoutes, routes=ws.routes)
-    for router in (auth.router, rooms.router, admin.router, health.router):
+    for router in (auth.router, rooms.router, admin.router, invites.router, health.router):
         app.include_router(router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=PROJECT_DIR / "static"), name="static")

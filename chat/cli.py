@@ -1,4 +1,4 @@
-"""The `chat` command: serve, migrate, create-admin."""
+"""The `chat` command: serve, migrate, create-admin, create-user."""
 
 import argparse
 import asyncio
@@ -16,6 +16,7 @@ from chat.db import create_engine, migrate, session_factory
 from chat.errors import UsernameTaken
 from chat.fields import USERNAME_RULE, is_valid_username, password_problem
 from chat.logs import log_config
+from chat.security import PasswordHasher
 from chat.settings import Settings, SettingsError
 
 
@@ -91,20 +92,27 @@ def migrate_command(_args: argparse.Namespace) -> None:
     print("database is at the newest schema")
 
 
-def create_admin(args: argparse.Namespace) -> None:
-    settings = _settings()
-    if not is_valid_username(args.username):
+def _new_account(username: str) -> str:
+    """The password for a new account named `username`: from a prompt, or from
+    CHAT_ADMIN_PASSWORD when not run from a terminal; refused as registration refuses it."""
+    if not is_valid_username(username):
         raise CommandError(f"usernames are {USERNAME_RULE}")
     if sys.stdin.isatty():
-        password = getpass.getpass(f"Password for {args.username}: ")
+        password = getpass.getpass(f"Password for {username}: ")
     else:
         password = os.environ.get("CHAT_ADMIN_PASSWORD", "")
         if not password:
             raise CommandError("set CHAT_ADMIN_PASSWORD when not run from a terminal")
-    problem = password_problem(args.username, password)
+    problem = password_problem(username, password)
     if problem is not None:
         # One line in the command's style: "passwords are ...", no full stop.
         raise CommandError(problem[0].lower() + problem[1:].rstrip("."))
+    return password
+
+
+def create_admin(args: argparse.Namespace) -> None:
+    settings = _settings()
+    password = _new_account(args.username)
     _migrate(settings)
 
     async def run() -> bool:
@@ -122,6 +130,35 @@ def create_admin(args: argparse.Namespace) -> None:
     except UsernameTaken:
         raise CommandError(f"{args.username} looks like the name of another account") from None
     print(f"{args.username} {'promoted to' if existed else 'created as'} admin")
+
+
+def create_user(args: argparse.Namespace) -> None:
+    """Whatever CHAT_REGISTRATION says: this is how admins make accounts on a closed server."""
+    settings = _settings()
+    password = _new_account(args.username)
+    _migrate(settings)
+
+    async def run() -> bool:
+        engine = create_engine(settings)
+        hasher = PasswordHasher(1, 1)
+        try:
+            async with session_factory(engine)() as session:
+                user = await accounts.register(
+                    session, args.username, password, hasher, admin=args.admin
+                )
+                return user.is_admin
+        finally:
+            hasher.close()
+            await engine.dispose()
+
+    try:
+        is_admin = asyncio.run(run())
+    except UsernameTaken:
+        raise CommandError(
+            f"{args.username} is taken, or looks like another account's name"
+        ) from None
+    # The first account of a database is its admin, --admin or not.
+    print(f"{args.username} created{' as admin' if is_admin else ''}")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -143,6 +180,12 @@ def parser() -> argparse.ArgumentParser:
     cmd = commands.add_parser("create-admin", help="create a user or promote it to admin")
     cmd.add_argument("username")
     cmd.set_defaults(run=create_admin)
+    cmd = commands.add_parser(
+        "create-user", help="create an account, whatever CHAT_REGISTRATION says"
+    )
+    cmd.add_argument("username")
+    cmd.add_argument("--admin", action="store_true", help="make the account an admin")
+    cmd.set_defaults(run=create_user)
     return root
 
 

@@ -10,6 +10,27 @@ class UsernameTaken(ChatError):
         return "username already taken, or too like one that is"
 
 
+class RegistrationRefused(ChatError):
+    """Registration is not open, and no usable invite came with the request."""
+
+    def __init__(self, invite_given: bool, closed: bool) -> None:
+        super().__init__(invite_given, closed)
+        self.invite_given = invite_given
+        self.closed = closed
+
+    def __str__(self) -> str:
+        if self.invite_given:
+            return "that invite is unknown, used up or expired"
+        if self.closed:
+            return "registration is closed: accounts are made by the admins, or by invite"
+        return "registration needs an invite from an admin"
+
+
+class InviteNotFound(ChatError):
+    def __str__(self) -> str:
+        return "invite not found"
+
+
 class RoomExists(ChatError):
     def __str__(self) -> str:
         return "room already exists"

@@ -40,6 +40,15 @@ SIGN_IN_RULE = (
     f" and passwords at most {PASSWORD_MAX_CHARS}"
 )
 
+# Invites: codes of 16 random bytes in URL-safe base64 (22 characters), and what an admin
+# may ask of one.
+INVITE_CODE_MAX_CHARS = 64
+_INVITE_CODE_RE = re.compile(rf"[A-Za-z0-9_\-]{{1,{INVITE_CODE_MAX_CHARS}}}")
+INVITE_USES_MAX = 1000
+INVITE_USES_DEFAULT = 1
+INVITE_HOURS_MAX = 720
+INVITE_HOURS_DEFAULT = 168
+
 ROOM_NAME_MAX_CHARS = 64
 ROOM_NAME_PATTERN = rf"^[a-z0-9\-]{{1,{ROOM_NAME_MAX_CHARS}}}$"
 ROOM_NAME_RULE = f"1-{ROOM_NAME_MAX_CHARS} lowercase letters, digits or '-'"
@@ -174,6 +183,10 @@ Nonce = Annotated[
     str, StringConstraints(min_length=1, max_length=NONCE_MAX_CHARS, pattern=_NO_NUL_PATTERN)
 ]
 MessageId = Annotated[int, Field(ge=1, le=MESSAGE_ID_MAX)]
+# Any text: a code that cannot be an invite is refused (403) like an unknown one.
+InviteCode = Annotated[str, StringConstraints(max_length=INVITE_CODE_MAX_CHARS)]
+InviteUses = Annotated[int, Field(ge=1, le=INVITE_USES_MAX)]
+InviteHours = Annotated[int, Field(ge=1, le=INVITE_HOURS_MAX)]
 Emoji = Annotated[
     str, AfterValidator(_emoji), WithJsonSchema({"type": "string", "description": EMOJI_RULE})
 ]
@@ -228,6 +241,11 @@ def is_valid_room_name(value: object) -> bool:
 
 def is_valid_nonce(value: object) -> bool:
     return _passes(_NONCE, value)
+
+
+def could_be_invite_code(value: str) -> bool:
+    """Whether the database need be asked about this code (PostgreSQL refuses a NUL)."""
+    return _INVITE_CODE_RE.fullmatch(value) is not None
 
 
 def parse_since(raw: str) -> int | None:

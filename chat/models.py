@@ -103,6 +103,21 @@ class Message(Base):
     ts: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class Invite(Base):
+    """A code that lets `uses_left` more people register until `expires_at`."""
+
+    __tablename__ = "invites"
+
+    # Kept as given: invites are meant to be passed on, and expire.
+    code: Mapped[str] = mapped_column(String(64), primary_key=True)
+    uses_left: Mapped[int]
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class RevokedToken(Base):
     """A signed-out token, refused until it would have expired anyway."""
 

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request, status
 from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat import accounts
 from chat.db import PROJECT_DIR
@@ -18,9 +19,18 @@ from chat.deps import (
     client_address,
     user_for_token,
 )
-from chat.errors import RateLimited, RoomExists, RoomNotFound, RoomQuotaReached, UsernameTaken
+from chat.errors import (
+    RateLimited,
+    RegistrationRefused,
+    RoomExists,
+    RoomNotFound,
+    RoomQuotaReached,
+    UsernameTaken,
+)
 from chat.fields import (
     BODY_MAX_CHARS,
+    COMMON_PASSWORD_RULE,
+    INVITE_CODE_MAX_CHARS,
     PASSWORD_MAX_CHARS,
     PASSWORD_MIN_CHARS,
     PASSWORD_RULE,
@@ -29,6 +39,7 @@ from chat.fields import (
     SIGN_IN_RULE,
     USERNAME_MAX_CHARS,
     USERNAME_MIN_CHARS,
+    USERNAME_PASSWORD_RULE,
     USERNAME_PATTERN,
     USERNAME_RULE,
     is_oversized_sign_in,
@@ -52,9 +63,12 @@ templates.env.globals["rules"] = {
     "password": PASSWORD_RULE,
     "password_min": PASSWORD_MIN_CHARS,
     "password_max": PASSWORD_MAX_CHARS,
+    "password_not_username": USERNAME_PASSWORD_RULE,
+    "password_not_common": COMMON_PASSWORD_RULE,
     "room_name": ROOM_NAME_RULE,
     "room_name_pattern": ROOM_NAME_PATTERN,
     "body_max": BODY_MAX_CHARS,
+    "invite_max": INVITE_CODE_MAX_CHARS,
 }
 
 FormField = Annotated[str, Form()]
@@ -65,8 +79,10 @@ NO_CSRF = ""
 
 def _render(request: Request, template: str, status_code: int = 200, **context: Any) -> Response:
     csrf = request.cookies.get(CSRF_COOKIE) or new_csrf_token()
+    services: Services = request.app.state.services
+    base = {"csrf_token": csrf, "registration": services.settings.registration}
     response = templates.TemplateResponse(
-        request, template, {"csrf_token": csrf, **context}, status_code=status_code
+        request, template, {**base, **context}, status_code=status_code
     )
     if request.cookies.get(CSRF_COOKIE) != csrf:
         _set_csrf_cookie(request, response, csrf)
@@ -145,8 +161,34 @@ async def home() -> RedirectResponse:
 
 
 @router.get("/register")
-async def register_form(request: Request) -> Response:
-    return _render(request, "register.html")
+async def register_form(
+    request: Request, services: ServicesDep, session: SessionDep, invite: str = ""
+) -> Response:
+    return await _register_page(request, services, session, invite=invite)
+
+
+async def _register_page(
+    request: Request,
+    services: Services,
+    session: AsyncSession,
+    status_code: int = 200,
+    **context: Any,
+) -> Response:
+    """The form, with an invite field unless registration is open; when it is closed and no
+    invite came along, a page that says so instead. The first account is always let in."""
+    registration = services.settings.registration
+    first_account = not await accounts.has_accounts(session)
+    if registration == "closed" and not context.get("invite") and not first_account:
+        return _render(request, "register_closed.html", status.HTTP_403_FORBIDDEN)
+    return _render(
+        request,
+        "register.html",
+        status_code,
+        first_account=first_account,
+        ask_invite=registration != "open",
+        invite_required=registration != "open" and not first_account,
+        **context,
+    )
 
 
 @router.post("/register")
@@ -157,34 +199,48 @@ async def register(
     username: FormField,
     password: FormField,
     csrf: CsrfField = NO_CSRF,
+    invite: Annotated[str, Form()] = "",
 ) -> Response:
+    async def again(status_code: int, error: str) -> Response:
+        return await _register_page(
+            request, services, session, status_code, error=error, username=username, invite=invite
+        )
+
     if not _csrf_ok(request, csrf):
-        return _csrf_refused(request, "register.html", username=username)
+        return await again(status.HTTP_403_FORBIDDEN, "Your form expired; please try again.")
     error = None
     if not is_valid_username(username):
         error = f"Usernames are {USERNAME_RULE}."
     else:
         error = password_problem(username, password)
     if error:
-        return _render(request, "register.html", 400, error=error, username=username)
+        return await again(status.HTTP_400_BAD_REQUEST, error)
     try:
         await services.admit_registration(client_address(request))
-        user = await accounts.register(session, username, password, services.hasher)
+        user = await accounts.register(
+            session,
+            username,
+            password,
+            services.hasher,
+            registration=services.settings.registration,
+            invite=invite,
+        )
     except RateLimited as exc:
         error = f"Too many registrations; try again in {math.ceil(exc.retry_after_secs)} s."
-        return _render(request, "register.html", 429, error=error, username=username)
+        return await again(status.HTTP_429_TOO_MANY_REQUESTS, error)
     except HashingBusy:
         error = "The server is busy; please try again in a moment."
-        return _render(request, "register.html", 503, error=error, username=username)
+        return await again(status.HTTP_503_SERVICE_UNAVAILABLE, error)
+    except RegistrationRefused as exc:
+        return await again(status.HTTP_403_FORBIDDEN, _sentence(str(exc)))
     except UsernameTaken:
-        return _render(
-            request,
-            "register.html",
-            409,
-            error="That username is taken, or looks like one that is.",
-            username=username,
-        )
+        error = "That username is taken, or looks like one that is."
+        return await again(status.HTTP_409_CONFLICT, error)
     return _signed_in(request, services, user, "/rooms")
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + "."
 
 
 @router.get("/login")

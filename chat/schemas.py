@@ -4,7 +4,19 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from chat.fields import USERNAME_PASSWORD_RULE, Body, Nonce, Password, RoomName, Username
+from chat.fields import (
+    INVITE_HOURS_DEFAULT,
+    INVITE_USES_DEFAULT,
+    USERNAME_PASSWORD_RULE,
+    Body,
+    InviteCode,
+    InviteHours,
+    InviteUses,
+    Nonce,
+    Password,
+    RoomName,
+    Username,
+)
 
 
 class Strict(BaseModel):
@@ -14,6 +26,9 @@ class Strict(BaseModel):
 class RegisterIn(Strict):
     username: Username
     password: Password
+    invite: InviteCode | None = Field(
+        None, description="needed when registration is by invite or closed"
+    )
 
     @model_validator(mode="after")
     def _password_is_not_the_username(self) -> "RegisterIn":
@@ -32,6 +47,19 @@ class TokenOut(BaseModel):
     access_token: str
     token_type: str = "bearer"
     expires_in: int = Field(description="seconds")
+
+
+class InviteIn(Strict):
+    uses: InviteUses = INVITE_USES_DEFAULT
+    expires_in_hours: InviteHours = INVITE_HOURS_DEFAULT
+
+
+class InviteOut(BaseModel):
+    code: str
+    url: str = Field(description="the register page with the code filled in")
+    uses_left: int
+    expires_at: datetime
+    created_at: datetime
 
 
 class RoomIn(Strict):

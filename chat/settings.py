@@ -4,7 +4,7 @@ import os
 import secrets
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -14,6 +14,10 @@ MIN_SECRET_KEY_CHARS = 32
 # Values copied from examples and tutorials; a server signing tokens with one of
 # them lets anybody mint an admin token.
 PLACEHOLDER_SECRETS = frozenset({"secret", "changeme", "change-me", "your-secret-key", "dev"})
+
+
+# CHAT_REGISTRATION's values.
+Registration = Literal["open", "invite", "closed"]
 
 
 class SettingsError(Exception):
@@ -49,6 +53,8 @@ class Settings(BaseSettings):
     register_global_per_hour: float = Field(1000.0, gt=0)
     hash_queue_max: int = Field(64, ge=1)
     forwarded_allow_ips: str = "127.0.0.1"
+    # Who may register: everybody, invite holders only, or nobody (admins invite or create).
+    registration: Registration = "open"
     # Error frames a socket may earn within `abuse_window_secs` before it is closed.
     abuse_max_errors: int = Field(30, ge=1)
     abuse_window_secs: float = Field(10.0, gt=0)

@@ -1,4 +1,4 @@
-"""The `chat` command, run as a real subprocess: serve, migrate, create-admin."""
+"""The `chat` command, run as a real subprocess: serve, migrate, create-admin, create-user."""
 
 import os
 import sqlite3
@@ -86,6 +86,10 @@ FAILING: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
         ("create-admin", "boss"),
         {"CHAT_ADMIN_PASSWORD": "short"},
     ),
+    "create-user with a short password": (
+        ("create-user", "someone"),
+        {"CHAT_ADMIN_PASSWORD": "short"},
+    ),
 }
 
 
@@ -100,10 +104,10 @@ def failed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.Com
 
 
 def test_help_lists_commands(tmp_path: Path) -> None:
-    """`chat --help` lists serve, migrate and create-admin."""
+    """`chat --help` lists serve, migrate, create-admin and create-user."""
     result = run_chat("--help", data_dir=tmp_path)
     assert result.returncode == 0
-    for command in ("serve", "migrate", "create-admin"):
+    for command in ("serve", "migrate", "create-admin", "create-user"):
         assert command in result.stdout
 
 
@@ -140,6 +144,7 @@ def test_create_admin_needs_a_password(failed: dict[str, subprocess.CompletedPro
     [
         ("create-admin with a bad username", f"usernames are {USERNAME_RULE}"),
         ("create-admin with a short password", f"passwords are {PASSWORD_RULE}"),
+        ("create-user with a short password", f"passwords are {PASSWORD_RULE}"),
     ],
 )
 def test_create_admin_states_the_rule(
@@ -204,3 +209,35 @@ def test_create_admin_creates_and_promotes(tmp_path: Path) -> None:
             "SELECT count(*) FROM users WHERE username_key = ?", (member.username.lower(),)
         ).fetchone()[0]
     assert count == 1
+
+
+def test_create_user_on_a_closed_server(tmp_path: Path) -> None:
+    """With registration closed, `create-user` still makes accounts that can sign in: the
+    first one is the admin, the next only with --admin; a taken name fails with one line."""
+    closed = {"CHAT_REGISTRATION": "closed", "CHAT_ADMIN_PASSWORD": ADMIN_PASSWORD}
+    first, member, boss = unique("first"), unique("member"), unique("boss")
+    outputs = []
+    for args in ((first,), (member,), (boss, "--admin")):
+        result = run_chat("create-user", *args, data_dir=tmp_path, **closed)
+        assert result.returncode == 0, result.stderr
+        outputs.append(result.stdout.strip())
+    assert outputs == [f"{first} created as admin", f"{member} created", f"{boss} created as admin"]
+    taken = run_chat("create-user", member.upper(), data_dir=tmp_path, **closed)
+    assert "taken" in assert_one_line_error(taken)
+
+    srv = Server(make_settings(tmp_path, database_url="", registration="closed"))
+    srv.start()
+    try:
+        with httpx.Client(base_url=srv.url, timeout=15) as http:
+            body = {"username": unique("stranger"), "password": PASSWORD}
+            assert http.post("/api/auth/register", json=body).status_code == 403
+            for username, admin_status in ((first, 200), (member, 403), (boss, 200)):
+                form = {"username": username, "password": ADMIN_PASSWORD}
+                r = http.post("/api/auth/token", data=form)
+                assert r.status_code == 200, r.text
+                headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
+                assert http.get("/api/admin/active-users", headers=headers).status_code == (
+                    admin_status
+                )
+    finally:
+        srv.stop()

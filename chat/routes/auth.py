@@ -15,7 +15,7 @@ from chat.deps import (
     client_address,
     too_many_requests,
 )
-from chat.errors import RateLimited, UsernameTaken
+from chat.errors import RateLimited, RegistrationRefused, UsernameTaken
 from chat.fields import SIGN_IN_RULE, is_oversized_sign_in
 from chat.routes import BAD_BODY, STORAGE_FAILED, Responses
 from chat.schemas import ErrorOut, RegisterIn, TokenOut, UserOut
@@ -48,6 +48,10 @@ def hashing_busy(exc: HashingBusy) -> HTTPException:
         **BAD_BODY,
         **HASHING_BUSY,
         **STORAGE_FAILED,
+        403: {
+            "description": "Registration is closed, or needs an invite and got none usable",
+            "model": ErrorOut,
+        },
         409: {"description": "Username taken", "model": ErrorOut},
         429: {"description": "Too many registrations; see Retry-After", "model": ErrorOut},
     },
@@ -57,9 +61,18 @@ async def register(
 ) -> UserOut:
     try:
         await services.admit_registration(client_address(request))
-        user = await accounts.register(session, body.username, body.password, services.hasher)
+        user = await accounts.register(
+            session,
+            body.username,
+            body.password,
+            services.hasher,
+            registration=services.settings.registration,
+            invite=body.invite or "",
+        )
     except RateLimited as exc:
         raise too_many_requests(exc) from None
+    except RegistrationRefused as exc:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from None
     except HashingBusy as exc:
         raise hashing_busy(exc) from None
     except UsernameTaken as exc:
