@@ -224,9 +224,11 @@ def decode_access_token(token: str, key: str, verify_exp: bool = True) -> TokenC
             token,
             key,
             algorithms=[JWT_ALGORITHM],
+            # python-jose turns `require_exp` into `verify_exp`; an `exp` not required here
+            # is still required below.
             options={
                 "require_sub": True,
-                "require_exp": True,
+                "require_exp": verify_exp,
                 "require_iat": True,
                 "verify_exp": verify_exp,
             },
