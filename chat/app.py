@@ -17,7 +17,7 @@ from starlette.routing import Match, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from chat import pages, storage, ws, wsprotocol
+from chat import account_page, pages, storage, ws, wsprotocol
 from chat.db import PROJECT_DIR
 from chat.renewal import CookieRenewal
 from chat.routes import admin, auth, health, me, rooms
@@ -202,5 +202,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (auth.router, me.router, rooms.router, admin.router, health.router):
         app.include_router(router)
     app.include_router(pages.router)
+    app.include_router(account_page.router)
     app.mount("/static", StaticFiles(directory=PROJECT_DIR / "static"), name="static")
     return app

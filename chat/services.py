@@ -16,10 +16,12 @@ from chat.broker import Broker, RedisBroker, create_broker
 from chat.closecodes import CloseCode
 from chat.db import Transactions, create_engine, session_factory, write_transactions
 from chat.events import ControlEvent, RoomEvent
+from chat.fields import password_problem
 from chat.figures import ClusterFigures, Figures, ProcessFigures
 from chat.hub import Hub
 from chat.messages import StoredMessage
 from chat.metrics import LoopLag, MessageRate
+from chat.models import User
 from chat.presence import MemoryPresence, Presence, RedisPresence
 from chat.ratelimit import (
     LoginThrottle,
@@ -37,6 +39,7 @@ from chat.writer import MessageWriter
 log = logging.getLogger(__name__)
 
 HEALTH_TIMEOUT_SECS = 2.0
+WRONG_PASSWORD = "The current password is wrong."
 
 
 def _room_creations(settings: Settings, broker: Broker) -> MessageLimiter:
@@ -251,6 +254,25 @@ class Services:
         """Close the sockets of sessions ended in the database, on every process."""
         if session_ids:
             await self.broker.publish_control({"type": "end_session", "session_ids": session_ids})
+
+    async def change_password(
+        self, user: User, current: str, new: str, address: str, keep: str
+    ) -> str | None:
+        """Set `user`'s password to `new` and end every session but `keep`; or say why not.
+        The current password is checked like a sign-in (RateLimited, HashingBusy), so that
+        a stolen session cannot guess it unchecked."""
+        problem = password_problem(user.username, new)
+        if problem is not None:
+            return problem
+        async with self.sessions() as session:
+            found = await accounts.authenticate(
+                session, user.username, current, self.login_throttle, address, self.hasher
+            )
+            if found is None:
+                return WRONG_PASSWORD
+            await accounts.set_password(session, found, new, self.hasher)
+        await self.end_sessions(user.id, keep=keep)
+        return None
 
     async def post_message(
         self, author: Author, room: str, room_id: int, body: str, nonce: str | None

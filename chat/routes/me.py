@@ -2,19 +2,15 @@
 
 from fastapi import APIRouter, HTTPException, Request, status
 
-from chat import accounts, signins
+from chat import signins
 from chat.deps import CurrentSignIn, ServicesDep, client_address, too_many_requests
 from chat.errors import RateLimited
-from chat.fields import password_problem
 from chat.routes import BAD_BODY, CSRF_REFUSED, STORAGE_FAILED, UNAUTHORIZED
 from chat.routes.auth import HASHING_BUSY, hashing_busy
 from chat.schemas import ErrorOut, MeOut, PasswordChangeIn, SessionOut
 from chat.security import HashingBusy
 
 router = APIRouter(prefix="/api/me", tags=["me"])
-
-# 400, not 401: the caller's token is fine, and a 401 would tell a client to sign in again.
-WRONG_PASSWORD = "The current password is wrong"
 
 
 @router.get("", response_model=MeOut, responses=UNAUTHORIZED)
@@ -34,7 +30,7 @@ async def me(me: CurrentSignIn) -> MeOut:
         **CSRF_REFUSED,
         **HASHING_BUSY,
         **STORAGE_FAILED,
-        400: {"description": f"{WRONG_PASSWORD}, or the new one breaks the rules"},
+        400: {"description": "The current password is wrong, or the new one breaks the rules"},
         429: {"description": "Too many wrong passwords; see Retry-After", "model": ErrorOut},
     },
 )
@@ -42,28 +38,22 @@ async def change_password(
     request: Request, body: PasswordChangeIn, me: CurrentSignIn, services: ServicesDep
 ) -> None:
     """Set a new password; every other session of the account ends (its sockets close)."""
-    problem = password_problem(me.user.username, body.new_password)
-    if problem is not None:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, problem)
     try:
-        async with services.sessions() as db:
-            # Counted like a sign-in: a stolen session cannot guess the password unchecked.
-            user = await accounts.authenticate(
-                db,
-                me.user.username,
-                body.current_password,
-                services.login_throttle,
-                client_address(request),
-                services.hasher,
-            )
-            if user is None:
-                raise HTTPException(status.HTTP_400_BAD_REQUEST, WRONG_PASSWORD)
-            await accounts.set_password(db, user, body.new_password, services.hasher)
+        problem = await services.change_password(
+            me.user,
+            body.current_password,
+            body.new_password,
+            client_address(request),
+            me.claims.session_id,
+        )
     except RateLimited as exc:
         raise too_many_requests(exc) from None
     except HashingBusy as exc:
         raise hashing_busy(exc) from None
-    await services.end_sessions(me.user.id, keep=me.claims.session_id)
+    if problem is not None:
+        # 400, not 401: the caller's token is fine, and a 401 would tell a client to sign
+        # in again.
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, problem)
 
 
 @router.get("/sessions", response_model=list[SessionOut], responses=UNAUTHORIZED)
