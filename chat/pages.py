@@ -6,6 +6,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request, status
 from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat import accounts, signins
 from chat.db import PROJECT_DIR
@@ -115,11 +116,13 @@ def _safe_next(target: str) -> str:
     return "/rooms"
 
 
-async def _signed_in(request: Request, services: Services, user: User, target: str) -> Response:
+async def _signed_in(
+    request: Request, services: Services, db: AsyncSession, user: User, target: str
+) -> Response:
     """Start a browser session: its cookie is kept for the session's life and the access
-    token in it renewed by `chat.renewal`."""
-    async with services.sessions() as db:
-        row, _ = await signins.start(db, user, signins.BROWSER, request.headers.get("user-agent"))
+    token in it renewed by `chat.renewal`. `db` is the request's own database session: a
+    second one per sign-in could leave a burst of them waiting for each other's."""
+    row, _ = await signins.start(db, user, signins.BROWSER, request.headers.get("user-agent"))
     response = RedirectResponse(_safe_next(target), status.HTTP_303_SEE_OTHER)
     set_access_cookie(response, services, browser_token(services, user.id, user.token_key, row.id))
     # A new CSRF token with the new session: one planted before sign-in (by a script on
@@ -181,7 +184,7 @@ async def register(
             error="That username is taken, or looks like one that is.",
             username=username,
         )
-    return await _signed_in(request, services, user, "/rooms")
+    return await _signed_in(request, services, session, user, "/rooms")
 
 
 @router.get("/login")
@@ -245,7 +248,7 @@ async def login(
             username=username,
             next=_safe_next(next),
         )
-    return await _signed_in(request, services, user, next)
+    return await _signed_in(request, services, session, user, next)
 
 
 @router.post("/logout")

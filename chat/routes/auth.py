@@ -106,8 +106,9 @@ async def token(
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, WRONG_CREDENTIALS, headers={"WWW-Authenticate": "Bearer"}
         )
-    async with services.sessions() as db:
-        row, refresh = await signins.start(db, user, signins.API, request.headers.get("user-agent"))
+    row, refresh = await signins.start(
+        session, user, signins.API, request.headers.get("user-agent")
+    )
     assert refresh is not None
     return _token_pair(services, user, row.id, refresh)
 
