@@ -149,3 +149,44 @@ def test_sessions_are_listed_and_can_be_ended(server: Server, room: str) -> None
 def _sid_of_cookie(token: str) -> str:
     sid: str = jwt.get_unverified_claims(token)["sid"]
     return sid
+
+
+def test_account_page_lists_sessions_and_ends_them(server: Server) -> None:
+    """/account shows each session's device as text and marks this one; its forms need the
+    CSRF token, end one session, or every other; a wrong current password is refused."""
+    account = server.register()
+    with httpx.Client(base_url=server.url, timeout=15) as http:
+        assert http.get("/account").status_code == 303
+    browser = browser_sign_in(server, account.username)
+    hostile = server.client(headers={"User-Agent": "<b>bold</b> agent"})
+    csrf = hostile.get("/login").cookies["csrf_token"]
+    hostile.post(
+        "/login",
+        data={"username": account.username, "password": PASSWORD, "csrf_token": csrf},
+    )
+    page = browser.get("/account")
+    assert page.status_code == 200
+    assert "&lt;b&gt;bold&lt;/b&gt; agent" in page.text and "<b>bold" not in page.text
+    assert page.text.count("(this session)") == 1
+    assert page.text.count('class="session"') == 3
+
+    token = {"csrf_token": browser.cookies["csrf_token"]}
+    hostile_sid = _sid_of_cookie(hostile.cookies["access_token"])
+    refused = browser.post("/account/sessions/end", data={"session_id": hostile_sid})
+    assert refused.status_code == 403
+    assert hostile.get("/api/rooms").status_code == 200
+    r = browser.post("/account/sessions/end", data={**token, "session_id": hostile_sid})
+    assert r.status_code == 303
+    assert hostile.get("/api/rooms").status_code == 401
+    assert status_of(server, account.headers) == 200
+    assert browser.post("/account/sessions/end", data=token).status_code == 303
+    assert status_of(server, account.headers) == 401
+    assert browser.get("/api/rooms").status_code == 200
+
+    wrong = {**token, "current_password": "not it at all", "new_password": NEW_PASSWORD}
+    r = browser.post("/account/password", data=wrong)
+    assert r.status_code == 400 and "current password is wrong" in r.text
+    right = {**token, "current_password": PASSWORD, "new_password": NEW_PASSWORD}
+    r = browser.post("/account/password", data=right)
+    assert r.status_code == 303 and r.headers["location"] == "/account?changed=1"
+    assert sign_in_status(server, account.username, NEW_PASSWORD) == 200
