@@ -115,6 +115,9 @@ async def current_user(services: ServicesDep, token: RequestTokenDep) -> User:
     return user
 
 
+CurrentUser = Annotated[User, Depends(current_user)]
+
+
 async def current_sign_in(services: ServicesDep, token: RequestTokenDep) -> Authenticated:
     found = await authenticate_token(services, token)
     if found is None:
@@ -123,9 +126,6 @@ async def current_sign_in(services: ServicesDep, token: RequestTokenDep) -> Auth
 
 
 CurrentSignIn = Annotated[Authenticated, Depends(current_sign_in)]
-
-
-CurrentUser = Annotated[User, Depends(current_user)]
 
 
 async def admin_user(user: CurrentUser) -> User:
