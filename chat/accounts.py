@@ -160,6 +160,13 @@ async def create_or_promote_admin(session: AsyncSession, username: str, password
     return user
 
 
+async def set_password(
+    session: AsyncSession, user: User, password: str, hasher: PasswordHasher
+) -> None:
+    user.password_hash = await hasher.hash(password)
+    await session.commit()
+
+
 async def revoke_token(session: AsyncSession, token_id: str, expires_at: datetime) -> None:
     """Refuse the token from now on; forget tokens that have expired anyway."""
     await session.execute(delete(RevokedToken).where(RevokedToken.expires_at < utcnow()))

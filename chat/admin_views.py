@@ -1,6 +1,7 @@
 """This process's open `/ws/admin` sockets, so that a sign-out can close them at once."""
 
 import asyncio
+from collections.abc import Collection
 
 from chat.closecodes import CloseCode
 
@@ -8,10 +9,13 @@ from chat.closecodes import CloseCode
 class AdminView:
     """One admin socket. Its handler runs in `task`, which `kick` cancels to end it."""
 
-    __slots__ = ("close_code", "close_reason", "task", "token_id")
+    __slots__ = ("close_code", "close_reason", "session_id", "task", "token_id")
 
-    def __init__(self, token_id: str, task: asyncio.Task[None] | None) -> None:
+    def __init__(
+        self, token_id: str, task: asyncio.Task[None] | None, session_id: str = ""
+    ) -> None:
         self.token_id = token_id
+        self.session_id = session_id
         self.task = task
         self.close_code: int | None = None
         self.close_reason = ""
@@ -42,3 +46,12 @@ class AdminViews:
         for view in list(self._views):
             if view.token_id == token_id:
                 view.kick(CloseCode.UNAUTHENTICATED, "signed out")
+
+    def session_ids(self) -> set[str]:
+        return {view.session_id for view in self._views}
+
+    def kick_sessions(self, session_ids: Collection[str]) -> None:
+        """Close every admin socket of one of these sessions (1008)."""
+        for view in list(self._views):
+            if view.session_id in session_ids:
+                view.kick(CloseCode.UNAUTHENTICATED, "session ended")

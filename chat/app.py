@@ -17,9 +17,10 @@ from starlette.routing import Match, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from chat import pages, storage, ws, wsprotocol
+from chat import account_page, pages, storage, ws, wsprotocol
 from chat.db import PROJECT_DIR
-from chat.routes import admin, auth, health, invites, rooms
+from chat.renewal import CookieRenewal
+from chat.routes import admin, auth, health, invites, me, rooms
 from chat.services import Services
 from chat.settings import Settings
 from chat.transport import SERVER_SEND_KEY
@@ -195,10 +196,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.services = services
     app.add_middleware(SecurityHeaders, https=settings.cookie_secure)
     app.add_middleware(BodyLimit)
+    app.add_middleware(CookieRenewal)
     # Outermost of these: it must see the server's own send.
     app.add_middleware(SocketRoutes, routes=ws.routes)
-    for router in (auth.router, rooms.router, admin.router, invites.router, health.router):
+    for router in (
+        auth.router,
+        me.router,
+        rooms.router,
+        admin.router,
+        invites.router,
+        health.router,
+    ):
         app.include_router(router)
     app.include_router(pages.router)
+    app.include_router(account_page.router)
     app.mount("/static", StaticFiles(directory=PROJECT_DIR / "static"), name="static")
     return app

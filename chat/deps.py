@@ -2,14 +2,15 @@
 
 import math
 from collections.abc import AsyncIterator
-from typing import Annotated
+from datetime import UTC, datetime
+from typing import Annotated, NamedTuple
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import HTTPConnection
 
-from chat import accounts
+from chat import accounts, signins
 from chat.errors import RateLimited
 from chat.models import User
 from chat.security import (
@@ -45,23 +46,36 @@ async def get_session(services: ServicesDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
+class Authenticated(NamedTuple):
+    user: User
+    claims: TokenClaims
+    session: signins.LiveSession
+
+
 async def authenticate_token(
-    services: Services, token: str | None
-) -> tuple[User, TokenClaims] | None:
-    """The user a valid access token names, and its claims; None for any refused token."""
+    services: Services, token: str | None, renewable: bool = False
+) -> Authenticated | None:
+    """Who a valid access token names, its claims and its live session; None for any refused
+    token. `renewable` also accepts an expired token of a live browser session: the
+    server renews those (a browser's cookie, never a bearer token)."""
     if not token:
         return None
     try:
-        claims = decode_access_token(token, services.signing_key)
+        claims = decode_access_token(token, services.signing_key, verify_exp=not renewable)
     except InvalidToken:
         return None
     async with services.sessions() as session:
         if await accounts.is_revoked(session, claims.token_id):
             return None
         user = await session.get(User, claims.user_id)
-    if user is None or not token_keys_match(user.token_key, claims.token_key):
+        if user is None or not token_keys_match(user.token_key, claims.token_key):
+            return None
+        live = await signins.use(session, claims.session_id, user, services.session_life)
+    if live is None:
         return None
-    return user, claims
+    if live.kind != signins.BROWSER and claims.expires_at <= datetime.now(UTC):
+        return None
+    return Authenticated(user, claims, live)
 
 
 async def user_for_token(services: Services, token: str | None) -> User | None:
@@ -102,6 +116,16 @@ async def current_user(services: ServicesDep, token: RequestTokenDep) -> User:
 
 
 CurrentUser = Annotated[User, Depends(current_user)]
+
+
+async def current_sign_in(services: ServicesDep, token: RequestTokenDep) -> Authenticated:
+    found = await authenticate_token(services, token)
+    if found is None:
+        raise _unauthorized("Invalid or expired token")
+    return found
+
+
+CurrentSignIn = Annotated[Authenticated, Depends(current_sign_in)]
 
 
 async def admin_user(user: CurrentUser) -> User:

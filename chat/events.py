@@ -129,8 +129,16 @@ class RevokeControl(TypedDict):
     token_id: str
 
 
+@with_config(_EXACT)
+class EndSessionControl(TypedDict):
+    """Between processes: these sessions ended; their sockets close everywhere."""
+
+    type: Literal["end_session"]
+    session_ids: list[str]
+
+
 # What one process tells every other (and itself) outside any room.
-ControlEvent = RevokeControl
+ControlEvent = RevokeControl | EndSessionControl
 
 
 def encode(frame: ServerFrame | dict[str, Any]) -> bytes:

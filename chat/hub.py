@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterator
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -58,6 +58,7 @@ class Connection:
         "reader",
         "room",
         "sender",
+        "session_id",
         "token_id",
         "user",
         "websocket",
@@ -71,11 +72,13 @@ class Connection:
         token_id: str,
         queue_max: int,
         buffer_max_bytes: int,
+        session_id: str = "",
     ) -> None:
         self.websocket = websocket
         self.room = room
         self.user = user
         self.token_id = token_id
+        self.session_id = session_id
         self.queue_max = queue_max
         self.buffer_max_bytes = buffer_max_bytes
         # Frames published before the welcome went out; None once it has.
@@ -271,6 +274,12 @@ class Hub:
         """End every socket opened with the token `token_id`."""
         for connection in list(self.all()):
             if connection.token_id == token_id:
+                connection.kick(code, reason)
+
+    def kick_sessions(self, session_ids: Collection[str], code: int, reason: str) -> None:
+        """End every socket opened with a token of one of these sessions."""
+        for connection in list(self.all()):
+            if connection.session_id in session_ids:
                 connection.kick(code, reason)
 
     def user_connections(self, user: str) -> int:

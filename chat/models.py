@@ -4,6 +4,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -125,3 +126,34 @@ class RevokedToken(Base):
 
     token_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class SignIn(Base):
+    """A session: one sign-in (a browser's, or an API client's token family), until it ends
+    or goes unused for `CHAT_SESSION_DAYS`. Every access token names its session (`sid`)."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    # "browser" (renewed by the server through its cookie) or "api" (refresh tokens).
+    kind: Mapped[str] = mapped_column(String(8))
+    # The account's token key at sign-in: a new key (a deactivated account) ends the session.
+    token_key: Mapped[str] = mapped_column(String(32))
+    user_agent: Mapped[str] = mapped_column(String(256), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class RefreshToken(Base):
+    """An API session's refresh tokens, by their SHA-256: the current one, and the retired
+    ones, kept so that a retired token presented again is recognised as stolen."""
+
+    __tablename__ = "refresh_tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    session_id: Mapped[str] = mapped_column(
+        ForeignKey("sessions.id", ondelete="CASCADE"), index=True
+    )
+    retired: Mapped[bool] = mapped_column(Boolean, default=False)

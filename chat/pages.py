@@ -8,7 +8,7 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chat import accounts
+from chat import accounts, signins
 from chat.db import PROJECT_DIR
 from chat.deps import (
     ACCESS_COOKIE,
@@ -48,8 +48,9 @@ from chat.fields import (
     password_problem,
 )
 from chat.models import User
+from chat.renewal import browser_token, set_access_cookie
 from chat.rooms import ROOMS_DEFAULT_LIMIT
-from chat.security import HashingBusy, create_access_token, csrf_tokens_match, new_csrf_token
+from chat.security import HashingBusy, csrf_tokens_match, new_csrf_token
 from chat.services import Services
 
 router = APIRouter(include_in_schema=False)
@@ -130,17 +131,15 @@ def _safe_next(target: str) -> str:
     return "/rooms"
 
 
-def _signed_in(request: Request, services: Services, user: User, target: str) -> Response:
+async def _signed_in(
+    request: Request, services: Services, db: AsyncSession, user: User, target: str
+) -> Response:
+    """Start a browser session: its cookie is kept for the session's life and the access
+    token in it renewed by `chat.renewal`. `db` is the request's own database session: a
+    second one per sign-in could leave a burst of them waiting for each other's."""
+    row, _ = await signins.start(db, user, signins.BROWSER, request.headers.get("user-agent"))
     response = RedirectResponse(_safe_next(target), status.HTTP_303_SEE_OTHER)
-    response.set_cookie(
-        ACCESS_COOKIE,
-        create_access_token(user.id, user.token_key, services.signing_key, services.token_ttl),
-        max_age=int(services.token_ttl.total_seconds()),
-        httponly=True,
-        samesite="lax",
-        secure=services.settings.cookie_secure,
-        path="/",
-    )
+    set_access_cookie(response, services, browser_token(services, user.id, user.token_key, row.id))
     # A new CSRF token with the new session: one planted before sign-in (by a script on
     # a sibling subdomain, say) is worthless after it.
     _set_csrf_cookie(request, response, new_csrf_token())
@@ -236,7 +235,7 @@ async def register(
     except UsernameTaken:
         error = "That username is taken, or looks like one that is."
         return await again(status.HTTP_409_CONFLICT, error)
-    return _signed_in(request, services, user, "/rooms")
+    return await _signed_in(request, services, session, user, "/rooms")
 
 
 def _sentence(text: str) -> str:
@@ -304,16 +303,16 @@ async def login(
             username=username,
             next=_safe_next(next),
         )
-    return _signed_in(request, services, user, next)
+    return await _signed_in(request, services, session, user, next)
 
 
 @router.post("/logout")
 async def logout(request: Request, services: ServicesDep, csrf: CsrfField = NO_CSRF) -> Response:
     if not _csrf_ok(request, csrf):
         return _csrf_refused(request, "login.html", next="/rooms")
-    found = await authenticate_token(services, request.cookies.get(ACCESS_COOKIE))
+    found = await authenticate_token(services, request.cookies.get(ACCESS_COOKIE), renewable=True)
     if found is not None:
-        await services.revoke(found[1])
+        await services.end_sessions(found.user.id, [found.claims.session_id])
     response = RedirectResponse("/login", status.HTTP_303_SEE_OTHER)
     response.delete_cookie(ACCESS_COOKIE, path="/")
     response.delete_cookie(CSRF_COOKIE, path="/")

@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from chat.fields import (
     INVITE_HOURS_DEFAULT,
     INVITE_USES_DEFAULT,
+    PASSWORD_MAX_CHARS,
     USERNAME_PASSWORD_RULE,
     Body,
     InviteCode,
@@ -47,6 +48,29 @@ class TokenOut(BaseModel):
     access_token: str
     token_type: str = "bearer"
     expires_in: int = Field(description="seconds")
+    refresh_token: str
+    refresh_expires_in: int = Field(description="seconds the session lasts unused")
+
+
+class MeOut(BaseModel):
+    id: int
+    username: str
+    is_admin: bool
+    created_at: datetime
+
+
+class PasswordChangeIn(Strict):
+    current_password: str = Field(max_length=PASSWORD_MAX_CHARS)
+    # Checked by `fields.password_problem`, which knows the username too.
+    new_password: str = Field(max_length=PASSWORD_MAX_CHARS)
+
+
+class SessionOut(BaseModel):
+    id: str
+    created_at: datetime
+    last_used_at: datetime
+    user_agent: str
+    current: bool
 
 
 class InviteIn(Strict):

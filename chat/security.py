@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import enum
+import hashlib
 import heapq
 import hmac
 import itertools
@@ -27,6 +28,10 @@ TOKEN_KEY_BYTES = 16
 # The claim naming the account's token key: a token outlives neither its account nor
 # a reuse of its account's id.
 TOKEN_KEY_CLAIM = "tkey"
+# The claim naming the token's session: ending the session ends the token.
+SESSION_CLAIM = "sid"
+SESSION_ID_BYTES = 16
+REFRESH_TOKEN_BYTES = 32
 
 # Argon2id as OWASP recommends (46 MiB, one pass, one lane). One lane keeps a hash on one
 # core, so that the hashing threads (cores - 1) leave a core to the event loop; argon2's
@@ -62,6 +67,8 @@ class TokenClaims:
     token_id: str
     # Must equal the account's `token_key`.
     token_key: str
+    # The session the token belongs to; it must be live.
+    session_id: str
 
 
 class HashingBusy(Exception):
@@ -196,11 +203,28 @@ def new_token_key() -> str:
     return secrets.token_urlsafe(TOKEN_KEY_BYTES)
 
 
-def create_access_token(user_id: int, token_key: str, key: str, ttl: timedelta) -> str:
+def new_session_id() -> str:
+    return secrets.token_urlsafe(SESSION_ID_BYTES)
+
+
+def new_refresh_token() -> str:
+    return secrets.token_urlsafe(REFRESH_TOKEN_BYTES)
+
+
+def refresh_token_hash(token: str) -> str:
+    """Refresh tokens are stored as this: a leaked table holds no usable token. A fast hash
+    is enough for 256 random bits."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_access_token(
+    user_id: int, token_key: str, key: str, ttl: timedelta, session_id: str
+) -> str:
     now = datetime.now(UTC)
     claims = {
         "sub": str(user_id),
         TOKEN_KEY_CLAIM: token_key,
+        SESSION_CLAIM: session_id,
         "iat": now,
         "exp": now + ttl,
         "jti": secrets.token_urlsafe(TOKEN_ID_BYTES),
@@ -209,13 +233,22 @@ def create_access_token(user_id: int, token_key: str, key: str, ttl: timedelta) 
     return token
 
 
-def decode_access_token(token: str, key: str) -> TokenClaims:
+def decode_access_token(token: str, key: str, verify_exp: bool = True) -> TokenClaims:
+    """The token's claims, or InvalidToken. `verify_exp=False` accepts an expired token
+    (signature and all else checked): a browser session's cookie is renewed from it."""
     try:
         claims = jwt.decode(
             token,
             key,
             algorithms=[JWT_ALGORITHM],
-            options={"require_sub": True, "require_exp": True, "require_iat": True},
+            # python-jose turns `require_exp` into `verify_exp`; an `exp` not required here
+            # is still required below.
+            options={
+                "require_sub": True,
+                "require_exp": verify_exp,
+                "require_iat": True,
+                "verify_exp": verify_exp,
+            },
         )
         header = jwt.get_unverified_header(token)
     except JWTError as exc:
@@ -237,8 +270,11 @@ def decode_access_token(token: str, key: str) -> TokenClaims:
     token_key = claims.get(TOKEN_KEY_CLAIM)
     if not isinstance(token_key, str) or not token_key or len(token_key) > 64:
         raise InvalidToken("missing or invalid token key")
+    session_id = claims.get(SESSION_CLAIM)
+    if not isinstance(session_id, str) or not session_id or len(session_id) > 32:
+        raise InvalidToken("missing or invalid session")
     expires_at = datetime.fromtimestamp(exp, UTC)
-    return TokenClaims(int(sub), issued_at, expires_at, token_id or "", token_key)
+    return TokenClaims(int(sub), issued_at, expires_at, token_id or "", token_key, session_id)
 
 
 def new_csrf_token() -> str:

@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Literal, NamedTuple
@@ -9,16 +10,18 @@ from typing import Literal, NamedTuple
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from chat import accounts, events, messages, storage
+from chat import accounts, events, messages, signins, storage
 from chat.admin_views import AdminViews
 from chat.broker import Broker, RedisBroker, create_broker
 from chat.closecodes import CloseCode
 from chat.db import Transactions, create_engine, session_factory, write_transactions
 from chat.events import ControlEvent, RoomEvent
+from chat.fields import password_problem
 from chat.figures import ClusterFigures, Figures, ProcessFigures
 from chat.hub import Hub
 from chat.messages import StoredMessage
 from chat.metrics import LoopLag, MessageRate
+from chat.models import User
 from chat.presence import MemoryPresence, Presence, RedisPresence
 from chat.ratelimit import (
     LoginThrottle,
@@ -36,6 +39,7 @@ from chat.writer import MessageWriter
 log = logging.getLogger(__name__)
 
 HEALTH_TIMEOUT_SECS = 2.0
+WRONG_PASSWORD = "The current password is wrong."
 
 
 def _room_creations(settings: Settings, broker: Broker) -> MessageLimiter:
@@ -150,7 +154,13 @@ class Services:
 
     @property
     def token_ttl(self) -> timedelta:
+        if self.settings.token_ttl_secs is not None:
+            return timedelta(seconds=self.settings.token_ttl_secs)
         return timedelta(minutes=self.settings.token_ttl_minutes)
+
+    @property
+    def session_life(self) -> timedelta:
+        return timedelta(days=self.settings.session_days)
 
     async def start(self) -> None:
         # Listen to the broker before anything can be published.
@@ -183,6 +193,12 @@ class Services:
     def _on_control(self, event: ControlEvent) -> None:
         if event["type"] == "revoke":
             self._signed_out(event["token_id"])
+        elif event["type"] == "end_session":
+            self._sessions_over(set(event["session_ids"]))
+
+    def _sessions_over(self, session_ids: set[str]) -> None:
+        self.hub.kick_sessions(session_ids, CloseCode.UNAUTHENTICATED, "session ended")
+        self.admin_views.kick_sessions(session_ids)
 
     def _signed_out(self, token_id: str) -> None:
         self.hub.kick_token(token_id, CloseCode.UNAUTHENTICATED, "signed out")
@@ -191,7 +207,7 @@ class Services:
     def _on_reconnect(self) -> None:
         """Events may have been lost while a broker connection was down: read every room
         up to date, and look up whether any live socket's token was signed out meanwhile
-        (its revocation was stored, but its event may never have been carried)."""
+        or its session ended meanwhile (stored, but its event may never have been carried)."""
         self.hub.catch_up()
         task = asyncio.create_task(self._recheck_sign_outs(), name="recheck-sign-outs")
         self._background.add(task)
@@ -207,6 +223,14 @@ class Services:
             return
         for token_id in revoked:
             self._signed_out(token_id)
+        sessions = {c.session_id for c in self.hub.all()} | self.admin_views.session_ids()
+        try:
+            async with self.sessions() as session:
+                over = await signins.over_among(session, sessions, self.session_life)
+        except Exception as exc:
+            log.warning("could not recheck sessions after a broker reconnect: %s", exc)
+            return
+        self._sessions_over(over)
 
     async def revoke(self, claims: TokenClaims) -> None:
         """Sign a token out: refused from now on, and its live sockets closed everywhere."""
@@ -215,6 +239,40 @@ class Services:
         async with self.sessions() as session:
             await accounts.revoke_token(session, claims.token_id, claims.expires_at)
         await self.broker.publish_control({"type": "revoke", "token_id": claims.token_id})
+
+    async def end_sessions(
+        self, user_id: int, session_ids: Collection[str] | None = None, keep: str | None = None
+    ) -> list[str]:
+        """End the user's sessions named (all if None) but `keep`: their tokens are refused
+        from now on, and their live sockets close everywhere (1008)."""
+        async with self.sessions() as session:
+            ended = await signins.end(session, user_id, session_ids, keep)
+        await self.sessions_ended(ended)
+        return ended
+
+    async def sessions_ended(self, session_ids: list[str]) -> None:
+        """Close the sockets of sessions ended in the database, on every process."""
+        if session_ids:
+            await self.broker.publish_control({"type": "end_session", "session_ids": session_ids})
+
+    async def change_password(
+        self, user: User, current: str, new: str, address: str, keep: str
+    ) -> str | None:
+        """Set `user`'s password to `new` and end every session but `keep`; or say why not.
+        The current password is checked like a sign-in (RateLimited, HashingBusy), so that
+        a stolen session cannot guess it unchecked."""
+        problem = password_problem(user.username, new)
+        if problem is not None:
+            return problem
+        async with self.sessions() as session:
+            found = await accounts.authenticate(
+                session, user.username, current, self.login_throttle, address, self.hasher
+            )
+            if found is None:
+                return WRONG_PASSWORD
+            await accounts.set_password(session, found, new, self.hasher)
+        await self.end_sessions(user.id, keep=keep)
+        return None
 
     async def post_message(
         self, author: Author, room: str, room_id: int, body: str, nonce: str | None

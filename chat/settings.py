@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     broker_url: str = "memory://"
     secret_key: str = ""
     token_ttl_minutes: int = Field(60, ge=1, le=60 * 24 * 30)
+    # Sessions: a sign-in's life since its last use (sliding), and, for tests only, an access
+    # token lifetime in seconds that replaces `token_ttl_minutes`.
+    session_days: int = Field(30, ge=1, le=3650)
+    token_ttl_secs: int | None = Field(None, ge=1)
     # NoDecode: the variable is comma-separated, not JSON; `_split_origins` parses it.
     allowed_origins: Annotated[list[str], NoDecode] = []
 

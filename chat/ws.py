@@ -11,18 +11,16 @@ from urllib.parse import urlsplit
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from chat import events, messages
+from chat import events, messages, signins
 from chat.admin_views import AdminView
 from chat.closecodes import CloseCode
-from chat.deps import ACCESS_COOKIE, authenticate_token, get_services
+from chat.deps import ACCESS_COOKIE, Authenticated, authenticate_token, get_services
 from chat.errors import RateLimited, RoomNotFound, StorageUnavailable
 from chat.events import ErrorFrame
 from chat.fields import parse_since
 from chat.frames import FrameError, parse_frame
 from chat.hub import Connection
 from chat.messages import StoredMessage
-from chat.models import User
-from chat.security import TokenClaims
 from chat.services import Author, Services
 
 log = logging.getLogger(__name__)
@@ -57,29 +55,47 @@ def _origin_allowed(websocket: WebSocket, services: Services) -> bool:
     return urlsplit(origin).netloc == websocket.headers.get("host")
 
 
-def _token(websocket: WebSocket) -> str | None:
+def _token(websocket: WebSocket) -> tuple[str | None, bool]:
+    """The socket's access token, and whether it came from the cookie."""
     scheme, _, credentials = websocket.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and credentials:
-        return credentials.strip()
-    return websocket.query_params.get("token") or websocket.cookies.get(ACCESS_COOKIE)
+        return credentials.strip(), False
+    query = websocket.query_params.get("token")
+    if query:
+        return query, False
+    return websocket.cookies.get(ACCESS_COOKIE), True
 
 
-async def _admit(websocket: WebSocket, services: Services) -> tuple[User, TokenClaims]:
-    """The socket's user and its token's claims, or Refused."""
+async def _authenticate(websocket: WebSocket, services: Services) -> Authenticated | None:
+    token, from_cookie = _token(websocket)
+    # A browser session's cookie is as good as the renewal the page's next request would
+    # get: a socket that reconnects after the access token expired gets in.
+    return await authenticate_token(services, token, renewable=from_cookie)
+
+
+async def _admit(websocket: WebSocket, services: Services) -> Authenticated:
+    """The socket's user, its token's claims and session, or Refused."""
     if not _origin_allowed(websocket, services):
         raise Refused(CloseCode.UNAUTHENTICATED, "origin not allowed")
-    token = _token(websocket)
-    if not token:
+    if not _token(websocket)[0]:
         raise Refused(CloseCode.UNAUTHENTICATED, "missing token")
-    found = await authenticate_token(services, token)
+    found = await _authenticate(websocket, services)
     if found is None:
         raise Refused(CloseCode.UNAUTHENTICATED, "invalid or expired token")
     try:
         # Before the welcome: a reconnect loop with `since=0` is served a history each time.
-        await services.handshakes.acquire(HANDSHAKE_KEY_PREFIX + found[0].username_key)
+        await services.handshakes.acquire(HANDSHAKE_KEY_PREFIX + found.user.username_key)
     except RateLimited:
         raise Refused(CloseCode.TOO_MANY, "too many connections; wait") from None
     return found
+
+
+def _expires_at(found: Authenticated) -> float:
+    """When the socket's authentication runs out: a browser session's socket lives as long
+    as its session (the access token is renewed meanwhile); an API token's, as its token."""
+    if found.session.kind == signins.BROWSER:
+        return found.session.expires_at.timestamp()
+    return found.claims.expires_at.timestamp()
 
 
 def _since(websocket: WebSocket) -> int | None:
@@ -105,7 +121,8 @@ async def room_socket(websocket: WebSocket) -> None:
     # Accept before refusing: a browser only learns a close code from an open socket.
     await websocket.accept()
     try:
-        user, claims = await _admit(websocket, services)
+        found = await _admit(websocket, services)
+        user = found.user
         try:
             room_id = await services.rooms.id_of(name)
         except RoomNotFound:
@@ -124,14 +141,15 @@ async def room_socket(websocket: WebSocket) -> None:
         websocket,
         name,
         user.username,
-        claims.token_id,
+        found.claims.token_id,
         settings.send_queue_max,
         settings.send_buffer_max_bytes,
+        found.claims.session_id,
     )
     # Only what the socket's life needs is kept, not the ORM's user and the claims.
     member = Author(user.id, user.username, user.username_key)
-    expires_at = claims.expires_at.timestamp()
-    del user, claims
+    expires_at = _expires_at(found)
+    del user, found
     await _serve(connection, member, room_id, since, expires_at, services)
 
 
@@ -153,7 +171,7 @@ async def _serve(
         max(0.0, expires_at - time.time()),
         connection.kick,
         CloseCode.UNAUTHENTICATED,
-        "token expired",
+        "session expired",
     )
     try:
         users = await services.presence.join(room, member.username)
@@ -324,29 +342,29 @@ async def admin_socket(websocket: WebSocket) -> None:
     services = get_services(websocket)
     await websocket.accept()
     try:
-        user, claims = await _admit(websocket, services)
-        if not user.is_admin:
+        found = await _admit(websocket, services)
+        if not found.user.is_admin:
             raise Refused(CloseCode.UNAUTHENTICATED, "admins only")
     except Refused as refused:
         await _close(websocket, refused.code, refused.reason)
         return
-    token = _token(websocket)
     task = asyncio.current_task()
-    view = AdminView(claims.token_id, task)
+    view = AdminView(found.claims.token_id, task, found.claims.session_id)
     services.admin_views.add(view)
-    # A sign-out reaches `view` at once through the broker; expiry by this timer; anything
-    # else (the role taken away, the account gone) is seen on the next refresh.
+    # A sign-out or an ended session reaches `view` at once through the broker; expiry by
+    # this timer; anything else (the role taken away, the account gone) is seen on the
+    # next refresh.
     expiry = asyncio.get_running_loop().call_later(
-        max(0.0, claims.expires_at.timestamp() - time.time()),
+        max(0.0, _expires_at(found) - time.time()),
         view.kick,
         CloseCode.UNAUTHENTICATED,
-        "token expired",
+        "session expired",
     )
-    del user, claims
+    del found
     receiver = asyncio.create_task(_drain(websocket))
     try:
         while not receiver.done():
-            if not await _still_admin(services, token):
+            if not await _still_admin(services, websocket):
                 view.kick(CloseCode.UNAUTHENTICATED, "no longer signed in as an admin")
                 break
             changed = services.presence_changed
@@ -378,15 +396,16 @@ async def admin_socket(websocket: WebSocket) -> None:
         await _close(websocket, view.close_code, view.close_reason)
 
 
-async def _still_admin(services: Services, token: str | None) -> bool:
-    """Whether the token is still valid (not revoked, not expired) and names an admin."""
+async def _still_admin(services: Services, websocket: WebSocket) -> bool:
+    """Whether the token is still valid (not revoked, not expired, its session live) and
+    names an admin."""
     try:
-        found = await authenticate_token(services, token)
+        found = await _authenticate(websocket, services)
     except Exception as exc:
         # The database is briefly away: keep the view rather than throw the admin out.
         log.warning("admin view could not recheck its token: %s", exc)
         return True
-    return found is not None and found[0].is_admin
+    return found is not None and found.user.is_admin
 
 
 async def _drain(websocket: WebSocket) -> None:

@@ -25,7 +25,7 @@ from chat.app import create_app
 from chat.cli import uvicorn_options
 from chat.db import migrate
 from chat.logs import log_config
-from chat.security import TOKEN_KEY_CLAIM
+from chat.security import SESSION_CLAIM, TOKEN_KEY_CLAIM
 from chat.settings import Settings
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -67,6 +67,12 @@ class Account:
         """The account's token key, which every token of the account must carry."""
         key: str = jwt.get_unverified_claims(self.token)[TOKEN_KEY_CLAIM]
         return key
+
+    @property
+    def sid(self) -> str:
+        """The session of the account's token, which other tokens of that session name too."""
+        sid: str = jwt.get_unverified_claims(self.token)[SESSION_CLAIM]
+        return sid
 
 
 @dataclass

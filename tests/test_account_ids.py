@@ -70,7 +70,7 @@ def test_token_must_carry_its_accounts_key(server: Server) -> None:
     gets 401 and 1008; with the account's own key it is accepted (control)."""
     account, other = server.register(), server.register()
     key, now = server.settings.signing_key(), int(time.time())
-    claims = {"sub": str(account.id), "iat": now, "exp": now + 300}
+    claims = {"sub": str(account.id), "iat": now, "exp": now + 300, "sid": account.sid}
     assert rooms_status(server, signed(key, **claims, tkey=account.token_key)) == 200
     refused = {
         "no key": signed(key, **claims),

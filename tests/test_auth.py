@@ -161,7 +161,13 @@ def test_token_for_valid_credentials(server: Server) -> None:
     r = token_for(server, name, PASSWORD)
     assert r.status_code == 200, r.text
     body = r.json()
-    assert set(body) == {"access_token", "token_type", "expires_in"}
+    assert set(body) == {
+        "access_token",
+        "token_type",
+        "expires_in",
+        "refresh_token",
+        "refresh_expires_in",
+    }
     assert body["token_type"] == "bearer"
     assert body["expires_in"] == server.settings.token_ttl_minutes * 60
     claims = decode_access_token(body["access_token"], server.settings.signing_key())
@@ -222,10 +228,10 @@ def test_handmade_valid_token_is_accepted(server: Server) -> None:
     """A token built here the way the server builds them is accepted (control for refusals)."""
     account = server.register()
     key = server.settings.signing_key()
-    claims = claims_for(account.id, tkey=account.token_key)
+    claims = claims_for(account.id, tkey=account.token_key, sid=account.sid)
     assert rooms_status(server, jwt.encode(claims, key, JWT_ALGORITHM)) == 200
     ttl = timedelta(minutes=5)
-    token = create_access_token(account.id, account.token_key, key, ttl)
+    token = create_access_token(account.id, account.token_key, key, ttl, account.sid)
     assert rooms_status(server, token) == 200
 
 
@@ -235,11 +241,11 @@ def _tampered(token: str, user_id: int, tkey: str) -> str:
 
 
 def _refused_tokens(server: Server, attacker: Account, victim_id: int) -> dict[str, str | None]:
-    user_id, tkey = attacker.id, attacker.token_key
+    user_id, tkey, sid = attacker.id, attacker.token_key, attacker.sid
     key = server.settings.signing_key()
     now = datetime.now(UTC)
     hour = timedelta(hours=1)
-    valid = jwt.encode(claims_for(user_id, tkey=tkey), key, JWT_ALGORITHM)
+    valid = jwt.encode(claims_for(user_id, tkey=tkey, sid=sid), key, JWT_ALGORITHM)
     return {
         "missing": None,
         "dots only": "..",
@@ -249,6 +255,7 @@ def _refused_tokens(server: Server, attacker: Account, victim_id: int) -> dict[s
             claims_for(
                 user_id,
                 tkey=tkey,
+                sid=sid,
                 iat=int((now - 2 * hour).timestamp()),
                 exp=int((now - hour).timestamp()),
             ),
@@ -259,6 +266,7 @@ def _refused_tokens(server: Server, attacker: Account, victim_id: int) -> dict[s
             claims_for(
                 user_id,
                 tkey=tkey,
+                sid=sid,
                 iat=int((now + hour).timestamp()),
                 exp=int((now + 2 * hour).timestamp()),
             ),
@@ -266,36 +274,48 @@ def _refused_tokens(server: Server, attacker: Account, victim_id: int) -> dict[s
             JWT_ALGORITHM,
         ),
         "nbf in the future": jwt.encode(
-            {**claims_for(user_id, tkey=tkey), "nbf": int((now + hour).timestamp())},
+            {**claims_for(user_id, tkey=tkey, sid=sid), "nbf": int((now + hour).timestamp())},
             key,
             JWT_ALGORITHM,
         ),
         "RS256 with an attacker's key": jwt.encode(
-            claims_for(user_id, tkey=tkey), _rsa_pem(), "RS256"
+            claims_for(user_id, tkey=tkey, sid=sid), _rsa_pem(), "RS256"
         ),
         "tampered payload": _tampered(valid, victim_id, tkey),
         "alg none": ".".join(
-            [_b64({"alg": "none", "typ": "JWT"}), _b64(claims_for(user_id, tkey=tkey)), ""]
+            [_b64({"alg": "none", "typ": "JWT"}), _b64(claims_for(user_id, tkey=tkey, sid=sid)), ""]
         ),
         "alg none with signature": ".".join(
             [
                 _b64({"alg": "none", "typ": "JWT"}),
-                _b64(claims_for(user_id, tkey=tkey)),
+                _b64(claims_for(user_id, tkey=tkey, sid=sid)),
                 valid.split(".")[2],
             ]
         ),
-        "HS512 with the right key": jwt.encode(claims_for(user_id, tkey=tkey), key, "HS512"),
-        "HS384 with the right key": jwt.encode(claims_for(user_id, tkey=tkey), key, "HS384"),
+        "HS512 with the right key": jwt.encode(
+            claims_for(user_id, tkey=tkey, sid=sid), key, "HS512"
+        ),
+        "HS384 with the right key": jwt.encode(
+            claims_for(user_id, tkey=tkey, sid=sid), key, "HS384"
+        ),
         "wrong key": jwt.encode(
-            claims_for(user_id, tkey=tkey), secrets.token_urlsafe(48), JWT_ALGORITHM
+            claims_for(user_id, tkey=tkey, sid=sid), secrets.token_urlsafe(48), JWT_ALGORITHM
         ),
-        "missing sub": jwt.encode(claims_for(user_id, tkey=tkey, sub=None), key, JWT_ALGORITHM),
-        "missing exp": jwt.encode(claims_for(user_id, tkey=tkey, exp=None), key, JWT_ALGORITHM),
-        "missing iat": jwt.encode(claims_for(user_id, tkey=tkey, iat=None), key, JWT_ALGORITHM),
+        "missing sub": jwt.encode(
+            claims_for(user_id, tkey=tkey, sid=sid, sub=None), key, JWT_ALGORITHM
+        ),
+        "missing exp": jwt.encode(
+            claims_for(user_id, tkey=tkey, sid=sid, exp=None), key, JWT_ALGORITHM
+        ),
+        "missing iat": jwt.encode(
+            claims_for(user_id, tkey=tkey, sid=sid, iat=None), key, JWT_ALGORITHM
+        ),
         "non-numeric sub": jwt.encode(
-            claims_for(user_id, tkey=tkey, sub="admin"), key, JWT_ALGORITHM
+            claims_for(user_id, tkey=tkey, sid=sid, sub="admin"), key, JWT_ALGORITHM
         ),
-        "user does not exist": jwt.encode(claims_for(987_654_321, tkey=tkey), key, JWT_ALGORITHM),
+        "user does not exist": jwt.encode(
+            claims_for(987_654_321, tkey=tkey, sid=sid), key, JWT_ALGORITHM
+        ),
     }
 
 

@@ -138,7 +138,7 @@ def history(server: Server, account: Account, room: str, **params: Any) -> list[
 def token_for(server: Server, account: Account, ttl: timedelta, key: str | None = None) -> str:
     """A token for `account` with its own lifetime, signed with the server's key or `key`."""
     return create_access_token(
-        account.id, account.token_key, key or server.settings.signing_key(), ttl
+        account.id, account.token_key, key or server.settings.signing_key(), ttl, account.sid
     )
 
 

@@ -3,10 +3,10 @@
 import math
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, Form, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordRequestForm
 
-from chat import accounts
+from chat import accounts, signins
 from chat.deps import (
     RequestTokenDep,
     ServicesDep,
@@ -17,13 +17,17 @@ from chat.deps import (
 )
 from chat.errors import RateLimited, RegistrationRefused, UsernameTaken
 from chat.fields import SIGN_IN_RULE, is_oversized_sign_in
+from chat.models import User
 from chat.routes import BAD_BODY, STORAGE_FAILED, Responses
 from chat.schemas import ErrorOut, RegisterIn, TokenOut, UserOut
 from chat.security import HashingBusy, create_access_token
+from chat.services import Services
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
 WRONG_CREDENTIALS = "Incorrect username or password"
+# Ours are 43; anything much longer is not one, and is not hashed.
+REFRESH_TOKEN_MAX_CHARS = 128
 HASHING_BUSY: Responses = {
     503: {
         "description": "Too many passwords waiting to be hashed; see Retry-After",
@@ -115,12 +119,47 @@ async def token(
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, WRONG_CREDENTIALS, headers={"WWW-Authenticate": "Bearer"}
         )
+    row, refresh = await signins.start(
+        session, user, signins.API, request.headers.get("user-agent")
+    )
+    assert refresh is not None
+    return _token_pair(services, user, row.id, refresh)
+
+
+def _token_pair(services: Services, user: User, session_id: str, refresh: str) -> TokenOut:
     return TokenOut(
         access_token=create_access_token(
-            user.id, user.token_key, services.signing_key, services.token_ttl
+            user.id, user.token_key, services.signing_key, services.token_ttl, session_id
         ),
         expires_in=int(services.token_ttl.total_seconds()),
+        refresh_token=refresh,
+        refresh_expires_in=int(services.session_life.total_seconds()),
     )
+
+
+@router.post(
+    "/refresh",
+    response_model=TokenOut,
+    responses={**BAD_BODY, 401: {"description": "Invalid refresh token", "model": ErrorOut}},
+)
+async def refresh(
+    refresh_token: Annotated[str, Form(max_length=REFRESH_TOKEN_MAX_CHARS)],
+    services: ServicesDep,
+) -> TokenOut:
+    """A new token pair for a refresh token, which is retired. A retired refresh token
+    presented again ends its whole session: 401, and every token of it is refused."""
+    try:
+        async with services.sessions() as db:
+            user, row, new = await signins.rotate(db, refresh_token, services.session_life)
+    except signins.RefreshRefused as exc:
+        if exc.ended is not None:
+            await services.sessions_ended([exc.ended])
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "Invalid refresh token",
+            headers={"WWW-Authenticate": "Bearer"},
+        ) from None
+    return _token_pair(services, user, row.id, new)
 
 
 @router.post(
@@ -129,8 +168,8 @@ async def token(
     responses={401: {"description": "No valid token"}, **STORAGE_FAILED},
 )
 async def logout(token: RequestTokenDep, services: ServicesDep) -> None:
-    """Revoke this token: refused from now on, and its open sockets are closed (1008).
-    503 when the revocation cannot be stored: the token stays valid; try again."""
+    """End this token's session: its tokens are refused from now on, and its open sockets
+    are closed (1008). 503 when that cannot be stored: the session goes on; try again."""
     found = await authenticate_token(services, token)
     if found is None:
         raise HTTPException(
@@ -138,4 +177,4 @@ async def logout(token: RequestTokenDep, services: ServicesDep) -> None:
             "Invalid or expired token",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    await services.revoke(found[1])
+    await services.end_sessions(found.user.id, [found.claims.session_id])
