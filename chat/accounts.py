@@ -87,10 +87,14 @@ async def authenticate(
     key = username.lower() if is_valid_username(username) else ""
     await throttle.check(key, address)
     user = await find_by_username(session, username) if key else None
-    if not await hasher.verify(password, user.password_hash if user else None):
+    verified = await hasher.verify(password, user.password_hash if user else None)
+    # A deactivated account is hashed as long and answered as a wrong password is.
+    if user is None or not verified or not user.is_active:
         await throttle.failed(key, address)
         return None
     await throttle.succeeded(key, address)
+    user.last_seen_at = utcnow()
+    await session.commit()
     return user
 
 

@@ -1,4 +1,5 @@
-"""This process's open `/ws/admin` sockets, so that a sign-out can close them at once."""
+"""This process's open `/ws/admin` sockets, so that a sign-out, a deactivation or a lost
+role can close them at once."""
 
 import asyncio
 
@@ -8,11 +9,20 @@ from chat.closecodes import CloseCode
 class AdminView:
     """One admin socket. Its handler runs in `task`, which `kick` cancels to end it."""
 
-    __slots__ = ("close_code", "close_reason", "task", "token_id")
+    __slots__ = ("close_code", "close_reason", "task", "token_id", "token_key", "user_id")
 
-    def __init__(self, token_id: str, task: asyncio.Task[None] | None) -> None:
+    def __init__(
+        self,
+        token_id: str,
+        task: asyncio.Task[None] | None,
+        user_id: int = 0,
+        token_key: str = "",
+    ) -> None:
         self.token_id = token_id
         self.task = task
+        self.user_id = user_id
+        # The account key its token carried.
+        self.token_key = token_key
         self.close_code: int | None = None
         self.close_reason = ""
 
@@ -37,8 +47,17 @@ class AdminViews:
     def token_ids(self) -> set[str]:
         return {view.token_id for view in self._views}
 
+    def all(self) -> list[AdminView]:
+        return list(self._views)
+
     def kick_token(self, token_id: str) -> None:
         """Close every admin socket opened with the token `token_id` (1008)."""
         for view in list(self._views):
             if view.token_id == token_id:
                 view.kick(CloseCode.UNAUTHENTICATED, "signed out")
+
+    def kick_user(self, user_id: int, reason: str) -> None:
+        """Close every admin socket of the account `user_id` (1008)."""
+        for view in list(self._views):
+            if view.user_id == user_id:
+                view.kick(CloseCode.UNAUTHENTICATED, reason)

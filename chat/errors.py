@@ -10,6 +10,16 @@ class UsernameTaken(ChatError):
         return "username already taken, or too like one that is"
 
 
+class UserNotFound(ChatError):
+    def __str__(self) -> str:
+        return "user not found"
+
+
+class LastActiveAdmin(ChatError):
+    def __str__(self) -> str:
+        return "the last active admin cannot be deactivated or demoted"
+
+
 class RoomExists(ChatError):
     def __str__(self) -> str:
         return "room already exists"

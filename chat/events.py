@@ -129,8 +129,24 @@ class RevokeControl(TypedDict):
     token_id: str
 
 
+@with_config(_EXACT)
+class EndUserControl(TypedDict):
+    """Between processes: an account was deactivated; all its sockets close everywhere."""
+
+    type: Literal["end_user"]
+    user_id: int
+
+
+@with_config(_EXACT)
+class EndAdminControl(TypedDict):
+    """Between processes: an account lost the admin role; its admin views close everywhere."""
+
+    type: Literal["end_admin"]
+    user_id: int
+
+
 # What one process tells every other (and itself) outside any room.
-ControlEvent = RevokeControl
+ControlEvent = RevokeControl | EndUserControl | EndAdminControl
 
 
 def encode(frame: ServerFrame | dict[str, Any]) -> bytes:

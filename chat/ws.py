@@ -23,7 +23,7 @@ from chat.hub import Connection
 from chat.messages import StoredMessage
 from chat.models import User
 from chat.security import TokenClaims
-from chat.services import Author, Services
+from chat.services import DEACTIVATED_REASON, Author, Services
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,7 @@ async def room_socket(websocket: WebSocket) -> None:
     name = websocket.path_params["name"]
     # Accept before refusing: a browser only learns a close code from an open socket.
     await websocket.accept()
+    admitted_at = time.monotonic()
     try:
         user, claims = await _admit(websocket, services)
         try:
@@ -128,11 +129,12 @@ async def room_socket(websocket: WebSocket) -> None:
         settings.send_queue_max,
         settings.send_buffer_max_bytes,
     )
+    connection.user_id, connection.token_key = user.id, claims.token_key
     # Only what the socket's life needs is kept, not the ORM's user and the claims.
     member = Author(user.id, user.username, user.username_key)
     expires_at = claims.expires_at.timestamp()
     del user, claims
-    await _serve(connection, member, room_id, since, expires_at, services)
+    await _serve(connection, member, room_id, since, (admitted_at, expires_at), services)
 
 
 async def _serve(
@@ -140,15 +142,22 @@ async def _serve(
     member: Author,
     room_id: int,
     since: int | None,
-    expires_at: float,
+    admitted_expires: tuple[float, float],
     services: Services,
 ) -> None:
     room, websocket = connection.room, connection.websocket
+    admitted_at, expires_at = admitted_expires
     reader = asyncio.current_task()
     # Join the fan-out first and read history second: whatever is published in
     # between is queued, and the floor drops what the history already holds.
     services.hub.add(connection)
+    if services.deactivated_since(member.id, admitted_at):
+        # Deactivated after the account was read, before the hub could hear of it.
+        services.hub.remove(connection)
+        await _close(websocket, CloseCode.UNAUTHENTICATED, DEACTIVATED_REASON)
+        return
     connection.reader = reader
+    services.last_seen.mark(member.id)
     expiry = asyncio.get_running_loop().call_later(
         max(0.0, expires_at - time.time()),
         connection.kick,
@@ -184,6 +193,7 @@ async def _serve(
         if connection.sender is not None:
             connection.sender.cancel()
             await asyncio.gather(connection.sender, return_exceptions=True)
+        services.last_seen.mark(member.id)
         left = await services.presence.leave(room, member.username)
         if left is not None:
             await services.announce_presence(room, "leave", member.username, left)
@@ -323,6 +333,7 @@ async def admin_socket(websocket: WebSocket) -> None:
     valid and its user an admin."""
     services = get_services(websocket)
     await websocket.accept()
+    admitted_at = time.monotonic()
     try:
         user, claims = await _admit(websocket, services)
         if not user.is_admin:
@@ -332,10 +343,15 @@ async def admin_socket(websocket: WebSocket) -> None:
         return
     token = _token(websocket)
     task = asyncio.current_task()
-    view = AdminView(claims.token_id, task)
+    view = AdminView(claims.token_id, task, user.id, claims.token_key)
     services.admin_views.add(view)
-    # A sign-out reaches `view` at once through the broker; expiry by this timer; anything
-    # else (the role taken away, the account gone) is seen on the next refresh.
+    services.last_seen.mark(user.id)
+    if services.deactivated_since(user.id, admitted_at):
+        # Deactivated after the account was read, before `admin_views` could hear of it.
+        view.kick(CloseCode.UNAUTHENTICATED, DEACTIVATED_REASON)
+    # A sign-out, a deactivation or a demotion reaches `view` at once through the broker;
+    # expiry by this timer; anything else (a role changed in the database by hand, the
+    # account deleted) is seen on the next refresh.
     expiry = asyncio.get_running_loop().call_later(
         max(0.0, claims.expires_at.timestamp() - time.time()),
         view.kick,
@@ -345,7 +361,7 @@ async def admin_socket(websocket: WebSocket) -> None:
     del user, claims
     receiver = asyncio.create_task(_drain(websocket))
     try:
-        while not receiver.done():
+        while not receiver.done() and view.close_code is None:
             if not await _still_admin(services, token):
                 view.kick(CloseCode.UNAUTHENTICATED, "no longer signed in as an admin")
                 break
@@ -372,6 +388,7 @@ async def admin_socket(websocket: WebSocket) -> None:
         view.task = None
         expiry.cancel()
         services.admin_views.remove(view)
+        services.last_seen.mark(view.user_id)
         receiver.cancel()
         await asyncio.gather(receiver, return_exceptions=True)
     if view.close_code is not None:
