@@ -390,3 +390,64 @@ def test_migration_keeps_every_account_active(tmp_path: Path) -> None:
         assert tuple(row) == (1, None)
     finally:
         engine.dispose()
+
+
+def signed_in_browser(server: Server, account: Account) -> httpx.Client:
+    """A client holding the cookies of a sign-in through the page."""
+    http = server.client()
+    csrf = http.get("/login").cookies["csrf_token"]
+    r = http.post(
+        "/login", data={"username": account.username, "password": PASSWORD, "csrf_token": csrf}
+    )
+    assert r.status_code == 303, r.text
+    return http
+
+
+def test_users_page_lists_searches_and_changes(make_server: Callable[..., Server]) -> None:
+    """The admins' users page lists and searches accounts, and its buttons (CSRF-checked)
+    deactivate, reactivate, promote and demote; the last admin's demotion is refused with
+    409 on the page; others get 403 and the signed-out the sign-in page."""
+    srv = make_server()
+    assert srv.admin is not None
+    someone = srv.register(unique("pageuser"))
+    browser = signed_in_browser(srv, srv.admin)
+    page = browser.get("/admin/users", params={"q": someone.username.upper()})
+    assert page.status_code == 200
+    assert f'data-user="{someone.username}"' in page.text
+    assert f'data-user="{srv.admin.username}"' not in page.text
+    assert 'href="/admin/users"' in browser.get("/admin").text
+    csrf = browser.cookies["csrf_token"]
+
+    def press(username: str, action: str, token: str = csrf) -> httpx.Response:
+        return browser.post(
+            f"/admin/users/{username}",
+            data={"action": action, "csrf_token": token, "q": "pageuser", "offset": "0"},
+        )
+
+    assert press(someone.username, "deactivate", "forged").status_code == 403
+    assert shown(srv, srv.admin, someone.username)["is_active"] is True
+    r = press(someone.username, "deactivate")
+    assert r.status_code == 303 and r.headers["location"] == "/admin/users?q=pageuser&offset=0"
+    assert shown(srv, srv.admin, someone.username)["is_active"] is False
+    assert "deactivated" in browser.get("/admin/users", params={"q": someone.username}).text
+    assert press(someone.username, "reactivate").status_code == 303
+    assert press(someone.username, "promote").status_code == 303
+    promoted = shown(srv, srv.admin, someone.username)
+    assert (promoted["is_admin"], promoted["is_active"]) == (True, True)
+    assert press(someone.username, "demote").status_code == 303
+    refused = press(srv.admin.username, "demote")
+    assert refused.status_code == 409
+    assert "The last active admin can be neither deactivated nor demoted." in refused.text
+    assert press(unique("ghost"), "demote").status_code == 404
+    assert press(someone.username, "explode").status_code == 400
+
+    member = signed_in_browser(srv, someone)
+    assert member.get("/admin/users").status_code == 403
+    r = member.post(
+        f"/admin/users/{srv.admin.username}",
+        data={"action": "demote", "csrf_token": member.cookies["csrf_token"]},
+    )
+    assert r.status_code == 403
+    r = srv.client().get("/admin/users")
+    assert r.status_code == 303 and r.headers["location"].startswith("/login")
+    assert browser.get("/admin/users", params={"offset": "9" * 50, "q": "%"}).status_code == 200
