@@ -103,7 +103,7 @@ async def find_by_username(session: AsyncSession, username: str) -> User | None:
 
 
 async def create_or_promote_admin(session: AsyncSession, username: str, password: str) -> User:
-    """Make `username` an admin with `password`, creating the account if needed."""
+    """Make `username` an active admin with `password`, creating the account if needed."""
     user = await find_by_username(session, username)
     password_hash = await hash_password(password)
     if user is None:
@@ -115,6 +115,8 @@ async def create_or_promote_admin(session: AsyncSession, username: str, password
         session.add(user)
     user.password_hash = password_hash
     user.is_admin = True
+    # The operator's way back in: an admin account it names is an active one.
+    user.is_active = True
     try:
         await session.commit()
     except IntegrityError:

@@ -26,6 +26,7 @@ from tests.conftest import (
     recv_until,
     unique,
 )
+from tests.test_cli import run_chat
 from tests.ws_helpers import closed_with, send, welcome
 
 DATABASES = ["sqlite", "postgresql"]
@@ -451,3 +452,25 @@ def test_users_page_lists_searches_and_changes(make_server: Callable[..., Server
     r = srv.client().get("/admin/users")
     assert r.status_code == 303 and r.headers["location"].startswith("/login")
     assert browser.get("/admin/users", params={"offset": "9" * 50, "q": "%"}).status_code == 200
+
+
+def test_create_admin_reactivates_a_deactivated_account(make_server: Callable[..., Server]) -> None:
+    """`chat create-admin` on a deactivated account makes it an active admin that signs in."""
+    srv = make_server()
+    assert srv.admin is not None
+    account = srv.register()
+    assert patch(srv, srv.admin, account.username, is_active=False).status_code == 200
+    assert sign_in(srv, account.username).status_code == 401
+    env = {"CHAT_SECRET_KEY": srv.settings.secret_key or ""}
+    if srv.settings.database_url:
+        env["CHAT_DATABASE_URL"] = srv.settings.database_url
+    result = run_chat(
+        "create-admin",
+        account.username,
+        data_dir=srv.settings.data_dir,
+        CHAT_ADMIN_PASSWORD="another horse battery",
+        **env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert sign_in(srv, account.username, "another horse battery").status_code == 200
+    assert shown(srv, srv.admin, account.username)["is_admin"] is True
