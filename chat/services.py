@@ -241,11 +241,12 @@ class Services:
         for token_id in revoked:
             self._signed_out(token_id)
         # A deactivated account has no key here; any other change of key refuses the token.
+        # Sockets of accounts not looked up opened meanwhile, with their account's key.
         for connection in list(self.hub.all()):
-            if keys.get(connection.user_id) != connection.token_key:
+            if connection.user_id in users and keys.get(connection.user_id) != connection.token_key:
                 connection.kick(CloseCode.UNAUTHENTICATED, DEACTIVATED_REASON)
         for view in self.admin_views.all():
-            if keys.get(view.user_id) != view.token_key:
+            if view.user_id in users and keys.get(view.user_id) != view.token_key:
                 view.kick(CloseCode.UNAUTHENTICATED, DEACTIVATED_REASON)
 
     async def administer_user(

@@ -134,7 +134,7 @@ async def room_socket(websocket: WebSocket) -> None:
     member = Author(user.id, user.username, user.username_key)
     expires_at = claims.expires_at.timestamp()
     del user, claims
-    await _serve(connection, member, room_id, since, (admitted_at, expires_at), services)
+    await _serve(connection, member, room_id, since, admitted_at, expires_at, services)
 
 
 async def _serve(
@@ -142,11 +142,13 @@ async def _serve(
     member: Author,
     room_id: int,
     since: int | None,
-    admitted_expires: tuple[float, float],
+    admitted_at: float,
+    expires_at: float,
     services: Services,
 ) -> None:
+    """Serve an admitted socket; `admitted_at` (monotonic) is when its account was about
+    to be read, `expires_at` (epoch) when its token expires."""
     room, websocket = connection.room, connection.websocket
-    admitted_at, expires_at = admitted_expires
     reader = asyncio.current_task()
     # Join the fan-out first and read history second: whatever is published in
     # between is queued, and the floor drops what the history already holds.
