@@ -125,13 +125,15 @@ async def authenticate(
         await throttle.failed(key, address)
         return None
     matches, new_hash = await hasher.verify_and_update(password, user.password_hash)
-    if not matches:
+    # A deactivated account is hashed as long and answered as a wrong password is.
+    if not matches or not user.is_active:
         await throttle.failed(key, address)
         return None
     await throttle.succeeded(key, address)
     if new_hash is not None:
         user.password_hash = new_hash
-        await session.commit()
+    user.last_seen_at = utcnow()
+    await session.commit()
     return user
 
 
@@ -140,7 +142,7 @@ async def find_by_username(session: AsyncSession, username: str) -> User | None:
 
 
 async def create_or_promote_admin(session: AsyncSession, username: str, password: str) -> User:
-    """Make `username` an admin with `password`, creating the account if needed."""
+    """Make `username` an active admin with `password`, creating the account if needed."""
     user = await find_by_username(session, username)
     password_hash = await hash_password(password)
     if user is None:
@@ -152,6 +154,8 @@ async def create_or_promote_admin(session: AsyncSession, username: str, password
         session.add(user)
     user.password_hash = password_hash
     user.is_admin = True
+    # The operator's way back in: an admin account it names is an active one.
+    user.is_active = True
     try:
         await session.commit()
     except IntegrityError:

@@ -1,4 +1,5 @@
-"""This process's open `/ws/admin` sockets, so that a sign-out can close them at once."""
+"""This process's open `/ws/admin` sockets, so that a sign-out, a deactivation or a lost
+role can close them at once."""
 
 import asyncio
 from collections.abc import Collection
@@ -9,14 +10,30 @@ from chat.closecodes import CloseCode
 class AdminView:
     """One admin socket. Its handler runs in `task`, which `kick` cancels to end it."""
 
-    __slots__ = ("close_code", "close_reason", "session_id", "task", "token_id")
+    __slots__ = (
+        "close_code",
+        "close_reason",
+        "session_id",
+        "task",
+        "token_id",
+        "token_key",
+        "user_id",
+    )
 
     def __init__(
-        self, token_id: str, task: asyncio.Task[None] | None, session_id: str = ""
+        self,
+        token_id: str,
+        task: asyncio.Task[None] | None,
+        session_id: str = "",
+        user_id: int = 0,
+        token_key: str = "",
     ) -> None:
         self.token_id = token_id
         self.session_id = session_id
         self.task = task
+        self.user_id = user_id
+        # The account key its token carried.
+        self.token_key = token_key
         self.close_code: int | None = None
         self.close_reason = ""
 
@@ -41,6 +58,9 @@ class AdminViews:
     def token_ids(self) -> set[str]:
         return {view.token_id for view in self._views}
 
+    def all(self) -> list[AdminView]:
+        return list(self._views)
+
     def kick_token(self, token_id: str) -> None:
         """Close every admin socket opened with the token `token_id` (1008)."""
         for view in list(self._views):
@@ -55,3 +75,9 @@ class AdminViews:
         for view in list(self._views):
             if view.session_id in session_ids:
                 view.kick(CloseCode.UNAUTHENTICATED, "session ended")
+
+    def kick_user(self, user_id: int, reason: str) -> None:
+        """Close every admin socket of the account `user_id` (1008)."""
+        for view in list(self._views):
+            if view.user_id == user_id:
+                view.kick(CloseCode.UNAUTHENTICATED, reason)

@@ -68,7 +68,13 @@ async def authenticate_token(
         if await accounts.is_revoked(session, claims.token_id):
             return None
         user = await session.get(User, claims.user_id)
-        if user is None or not token_keys_match(user.token_key, claims.token_key):
+        # Deactivation rotates the key as well; the flag also refuses a token issued with the
+        # new key by any door.
+        if (
+            user is None
+            or not user.is_active
+            or not token_keys_match(user.token_key, claims.token_key)
+        ):
             return None
         live = await signins.use(session, claims.session_id, user, services.session_life)
     if live is None:

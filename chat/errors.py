@@ -31,6 +31,16 @@ class InviteNotFound(ChatError):
         return "invite not found"
 
 
+class UserNotFound(ChatError):
+    def __str__(self) -> str:
+        return "user not found"
+
+
+class LastActiveAdmin(ChatError):
+    def __str__(self) -> str:
+        return "the last active admin cannot be deactivated or demoted"
+
+
 class RoomExists(ChatError):
     def __str__(self) -> str:
         return "room already exists"

@@ -137,8 +137,24 @@ class EndSessionControl(TypedDict):
     session_ids: list[str]
 
 
+@with_config(_EXACT)
+class EndUserControl(TypedDict):
+    """Between processes: an account was deactivated; all its sockets close everywhere."""
+
+    type: Literal["end_user"]
+    user_id: int
+
+
+@with_config(_EXACT)
+class EndAdminControl(TypedDict):
+    """Between processes: an account lost the admin role; its admin views close everywhere."""
+
+    type: Literal["end_admin"]
+    user_id: int
+
+
 # What one process tells every other (and itself) outside any room.
-ControlEvent = RevokeControl | EndSessionControl
+ControlEvent = RevokeControl | EndSessionControl | EndUserControl | EndAdminControl
 
 
 def encode(frame: ServerFrame | dict[str, Any]) -> bytes:

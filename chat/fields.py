@@ -27,6 +27,9 @@ USERNAME_MAX_CHARS = 32
 # Also the register form's `pattern`: a browser reads it as the same JavaScript regex.
 USERNAME_PATTERN = rf"^[A-Za-z0-9_.\-]{{{USERNAME_MIN_CHARS},{USERNAME_MAX_CHARS}}}$"
 USERNAME_RULE = f"{USERNAME_MIN_CHARS}-{USERNAME_MAX_CHARS} letters, digits, '_', '.' or '-'"
+# What a search for usernames may hold: a piece of a username, so never a NUL or a wildcard
+# that the database would see.
+USERNAME_SEARCH_PATTERN = rf"^[A-Za-z0-9_.\-]{{0,{USERNAME_MAX_CHARS}}}$"
 
 PASSWORD_MIN_CHARS = 8
 PASSWORD_MAX_CHARS = 1024
@@ -199,6 +202,9 @@ _PASSWORD = TypeAdapter(
     config=_STRICT,
 )
 _ROOM_NAME = TypeAdapter(RoomName, config=_STRICT)
+_USERNAME_SEARCH = TypeAdapter(
+    Annotated[str, StringConstraints(pattern=USERNAME_SEARCH_PATTERN)], config=_STRICT
+)
 _NONCE = TypeAdapter(Nonce, config=_STRICT)
 
 
@@ -229,6 +235,10 @@ def username_skeleton(username: str) -> str:
 
 def is_valid_username(value: object) -> bool:
     return _passes(_USERNAME, value)
+
+
+def is_valid_username_search(value: object) -> bool:
+    return _passes(_USERNAME_SEARCH, value)
 
 
 def is_valid_password(value: object) -> bool:

@@ -60,7 +60,9 @@ class Connection:
         "sender",
         "session_id",
         "token_id",
+        "token_key",
         "user",
+        "user_id",
         "websocket",
     )
 
@@ -79,6 +81,10 @@ class Connection:
         self.user = user
         self.token_id = token_id
         self.session_id = session_id
+        # Whose socket, and the account key its token carried: a deactivated account's
+        # sockets close, also those a lost control event did not reach.
+        self.user_id = 0
+        self.token_key = ""
         self.queue_max = queue_max
         self.buffer_max_bytes = buffer_max_bytes
         # Frames published before the welcome went out; None once it has.
@@ -280,6 +286,12 @@ class Hub:
         """End every socket opened with a token of one of these sessions."""
         for connection in list(self.all()):
             if connection.session_id in session_ids:
+                connection.kick(code, reason)
+
+    def kick_user(self, user_id: int, code: int, reason: str) -> None:
+        """End every socket of the account `user_id`."""
+        for connection in list(self.all()):
+            if connection.user_id == user_id:
                 connection.kick(code, reason)
 
     def user_connections(self, user: str) -> int:

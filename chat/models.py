@@ -12,6 +12,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -62,11 +63,15 @@ class User(Base):
     username_skeleton: Mapped[str | None] = mapped_column(String(64))
     password_hash: Mapped[str] = mapped_column(String(255))
     is_admin: Mapped[bool] = mapped_column(default=False)
+    # A deactivated account cannot sign in; its key is rotated, so its tokens are refused.
+    is_active: Mapped[bool] = mapped_column(default=True, server_default=true())
     # Every token carries it; a token whose key is not its account's is refused.
     token_key: Mapped[str] = mapped_column(String(32), default=new_token_key)
     created_at: Mapped[datetime] = mapped_column(
         UTCDateTime, default=utcnow, server_default=func.now()
     )
+    # At sign-in and when a socket opens or closes; never per message.
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Room(Base):

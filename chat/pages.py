@@ -2,13 +2,14 @@
 
 import math
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Request, status
 from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chat import accounts, signins
+from chat import accounts, signins, user_admin
 from chat.db import PROJECT_DIR
 from chat.deps import (
     ACCESS_COOKIE,
@@ -20,12 +21,14 @@ from chat.deps import (
     user_for_token,
 )
 from chat.errors import (
+    LastActiveAdmin,
     RateLimited,
     RegistrationRefused,
     RoomExists,
     RoomNotFound,
     RoomQuotaReached,
     UsernameTaken,
+    UserNotFound,
 )
 from chat.fields import (
     BODY_MAX_CHARS,
@@ -45,6 +48,7 @@ from chat.fields import (
     is_oversized_sign_in,
     is_valid_room_name,
     is_valid_username,
+    is_valid_username_search,
     password_problem,
 )
 from chat.models import User
@@ -52,6 +56,7 @@ from chat.renewal import browser_token, set_access_cookie
 from chat.rooms import ROOMS_DEFAULT_LIMIT
 from chat.security import HashingBusy, csrf_tokens_match, new_csrf_token
 from chat.services import Services
+from chat.user_admin import USERS_DEFAULT_LIMIT
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=PROJECT_DIR / "templates")
@@ -76,6 +81,8 @@ FormField = Annotated[str, Form()]
 CsrfField = Annotated[str, Form(alias="csrf_token")]
 # A form without the field at all gets the CSRF refusal (403) too, not a 422.
 NO_CSRF = ""
+# Past any real list of users; keeps a page's offset within the database's integers.
+MAX_OFFSET = 2**31 - 1
 
 
 def _render(request: Request, template: str, status_code: int = 200, **context: Any) -> Response:
@@ -399,3 +406,92 @@ async def admin_page(request: Request, services: ServicesDep) -> Response:
     if not user.is_admin:
         return _render(request, "forbidden.html", 403, user=user)
     return _render(request, "admin.html", user=user)
+
+
+# What each button of the users page asks for: (is_admin, is_active).
+USER_ACTIONS: dict[str, tuple[bool | None, bool | None]] = {
+    "deactivate": (None, False),
+    "reactivate": (None, True),
+    "promote": (True, None),
+    "demote": (False, None),
+}
+
+
+def _page_offset(raw: str) -> int:
+    """A page's offset as a query or form gives it: digits, or else the first page."""
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= len(str(MAX_OFFSET))):
+        return 0
+    return min(int(raw), MAX_OFFSET)
+
+
+@router.get("/admin/users")
+async def admin_users_page(
+    request: Request, services: ServicesDep, session: SessionDep, q: str = "", offset: str = "0"
+) -> Response:
+    user = await _page_user(request, services)
+    if user is None:
+        return _to_login(request)
+    if not user.is_admin:
+        return _render(request, "forbidden.html", 403, user=user)
+    return await _admin_users(request, session, user, q, offset)
+
+
+async def _admin_users(
+    request: Request,
+    session: AsyncSession,
+    user: User,
+    q: str,
+    raw_offset: str,
+    status_code: int = 200,
+    error: str | None = None,
+) -> Response:
+    """A page of the users whose name holds `q`, from the `raw_offset`th on."""
+    q = q if is_valid_username_search(q) else ""
+    offset = _page_offset(raw_offset)
+    page = await user_admin.search(session, q, USERS_DEFAULT_LIMIT, offset)
+    more = offset + USERS_DEFAULT_LIMIT < page.total
+    return _render(
+        request,
+        "admin_users.html",
+        status_code,
+        user=user,
+        users=page.users,
+        total=page.total,
+        q=q,
+        offset=offset,
+        error=error,
+        previous_offset=max(0, offset - USERS_DEFAULT_LIMIT) if offset else None,
+        next_offset=offset + USERS_DEFAULT_LIMIT if more else None,
+    )
+
+
+@router.post("/admin/users/{username}")
+async def administer_user(
+    request: Request,
+    services: ServicesDep,
+    session: SessionDep,
+    username: str,
+    action: FormField,
+    q: Annotated[str, Form()] = "",
+    offset: Annotated[str, Form()] = "0",
+    csrf: CsrfField = NO_CSRF,
+) -> Response:
+    user = await _page_user(request, services)
+    if user is None:
+        return _to_login(request)
+    if not user.is_admin:
+        return _render(request, "forbidden.html", 403, user=user)
+    if not _csrf_ok(request, csrf):
+        error = "Your form expired; please try again."
+        return await _admin_users(request, session, user, q, offset, 403, error)
+    if action not in USER_ACTIONS:
+        return await _admin_users(request, session, user, q, offset, 400, "Unknown action.")
+    try:
+        await services.administer_user(username, *USER_ACTIONS[action])
+    except UserNotFound:
+        return await _admin_users(request, session, user, q, offset, 404, "No such user.")
+    except LastActiveAdmin:
+        error = "The last active admin can be neither deactivated nor demoted."
+        return await _admin_users(request, session, user, q, offset, 409, error)
+    back = urlencode({"q": q, "offset": _page_offset(offset)})
+    return RedirectResponse(f"/admin/users?{back}", status.HTTP_303_SEE_OTHER)

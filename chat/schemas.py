@@ -118,6 +118,25 @@ class ActiveUsersOut(BaseModel):
     rooms: dict[str, list[str]]
 
 
+class AdminUserOut(BaseModel):
+    id: int
+    username: str
+    is_admin: bool
+    is_active: bool
+    created_at: datetime
+    last_seen_at: datetime | None
+
+
+class AdminUsersOut(BaseModel):
+    users: list[AdminUserOut]
+    total: int = Field(description="users matching the search, on all pages")
+
+
+class AdminUserIn(Strict):
+    is_admin: bool | None = None
+    is_active: bool | None = None
+
+
 class ErrorOut(BaseModel):
     detail: str
 

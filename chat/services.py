@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -10,7 +11,7 @@ from typing import Literal, NamedTuple
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from chat import accounts, events, messages, signins, storage
+from chat import accounts, events, messages, signins, storage, user_admin
 from chat.admin_views import AdminViews
 from chat.broker import Broker, RedisBroker, create_broker
 from chat.closecodes import CloseCode
@@ -19,6 +20,7 @@ from chat.events import ControlEvent, RoomEvent
 from chat.fields import password_problem
 from chat.figures import ClusterFigures, Figures, ProcessFigures
 from chat.hub import Hub
+from chat.last_seen import LastSeen
 from chat.messages import StoredMessage
 from chat.metrics import LoopLag, MessageRate
 from chat.models import User
@@ -40,6 +42,10 @@ log = logging.getLogger(__name__)
 
 HEALTH_TIMEOUT_SECS = 2.0
 WRONG_PASSWORD = "The current password is wrong."
+# How long a process remembers that an account was deactivated: longer than any socket
+# takes from reading its account to joining the hub, which a deactivation may come between.
+ENDED_USERS_MEMORY_SECS = 60.0
+DEACTIVATED_REASON = "account deactivated"
 
 
 def _room_creations(settings: Settings, broker: Broker) -> MessageLimiter:
@@ -86,6 +92,9 @@ class Services:
     presence_changed: asyncio.Event = field(default_factory=asyncio.Event)
     # This process's open `/ws/admin` sockets.
     admin_views: AdminViews = field(default_factory=AdminViews)
+    last_seen: LastSeen = field(init=False)
+    # Accounts deactivated lately, and when (monotonic) this process heard of it.
+    _ended_users: dict[int, float] = field(default_factory=dict)
     _background: set[asyncio.Task[None]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -124,6 +133,7 @@ class Services:
             )
         self.hasher = PasswordHasher(HASHING_THREADS, s.hash_queue_max)
         self.writer = MessageWriter(self.transactions, self._publish_messages)
+        self.last_seen = LastSeen(self.sessions)
         self.hub = Hub(self._messages_after)
 
     @classmethod
@@ -175,6 +185,7 @@ class Services:
         # finish; store what they submitted, then let go of broker and database.
         await self.loop_lag.stop()
         await self.writer.stop()
+        await self.last_seen.stop()
         await self.transactions.close()
         await self.figures.stop()
         await self.presence.stop()
@@ -195,6 +206,10 @@ class Services:
             self._signed_out(event["token_id"])
         elif event["type"] == "end_session":
             self._sessions_over(set(event["session_ids"]))
+        elif event["type"] == "end_user":
+            self._deactivated(event["user_id"])
+        elif event["type"] == "end_admin":
+            self.admin_views.kick_user(event["user_id"], "no longer an admin")
 
     def _sessions_over(self, session_ids: set[str]) -> None:
         self.hub.kick_sessions(session_ids, CloseCode.UNAUTHENTICATED, "session ended")
@@ -204,10 +219,26 @@ class Services:
         self.hub.kick_token(token_id, CloseCode.UNAUTHENTICATED, "signed out")
         self.admin_views.kick_token(token_id)
 
+    def _deactivated(self, user_id: int) -> None:
+        now = time.monotonic()
+        self._ended_users = {
+            u: t for u, t in self._ended_users.items() if now - t < ENDED_USERS_MEMORY_SECS
+        }
+        self._ended_users[user_id] = now
+        self.hub.kick_user(user_id, CloseCode.UNAUTHENTICATED, DEACTIVATED_REASON)
+        self.admin_views.kick_user(user_id, DEACTIVATED_REASON)
+
+    def deactivated_since(self, user_id: int, since: float) -> bool:
+        """Whether this process heard of the account's deactivation after the monotonic
+        time `since`: a socket that read its account before then must not stay."""
+        ended = self._ended_users.get(user_id)
+        return ended is not None and ended >= since
+
     def _on_reconnect(self) -> None:
         """Events may have been lost while a broker connection was down: read every room
-        up to date, and look up whether any live socket's token was signed out meanwhile
-        or its session ended meanwhile (stored, but its event may never have been carried)."""
+        up to date, and look up whether any live socket's token was signed out, its session
+        ended or its account deactivated meanwhile (stored, but its event may never have been
+        carried)."""
         self.hub.catch_up()
         task = asyncio.create_task(self._recheck_sign_outs(), name="recheck-sign-outs")
         self._background.add(task)
@@ -215,14 +246,24 @@ class Services:
 
     async def _recheck_sign_outs(self) -> None:
         live = {c.token_id for c in self.hub.all()} | self.admin_views.token_ids()
+        users = {c.user_id for c in self.hub.all()} | {v.user_id for v in self.admin_views.all()}
         try:
             async with self.sessions() as session:
                 revoked = await accounts.revoked_among(session, live)
+                keys = await user_admin.standing_keys(session, users)
         except Exception as exc:
             log.warning("could not recheck sign-outs after a broker reconnect: %s", exc)
             return
         for token_id in revoked:
             self._signed_out(token_id)
+        # A deactivated account has no key here; any other change of key refuses the token.
+        # Sockets of accounts not looked up opened meanwhile, with their account's key.
+        for connection in list(self.hub.all()):
+            if connection.user_id in users and keys.get(connection.user_id) != connection.token_key:
+                connection.kick(CloseCode.UNAUTHENTICATED, DEACTIVATED_REASON)
+        for view in self.admin_views.all():
+            if view.user_id in users and keys.get(view.user_id) != view.token_key:
+                view.kick(CloseCode.UNAUTHENTICATED, DEACTIVATED_REASON)
         sessions = {c.session_id for c in self.hub.all()} | self.admin_views.session_ids()
         try:
             async with self.sessions() as session:
@@ -231,6 +272,19 @@ class Services:
             log.warning("could not recheck sessions after a broker reconnect: %s", exc)
             return
         self._sessions_over(over)
+
+    async def administer_user(
+        self, username: str, is_admin: bool | None, is_active: bool | None
+    ) -> User:
+        """Change an account's role or state (UserNotFound, LastActiveAdmin); a deactivated
+        account's sockets close everywhere, and so do a demoted admin's admin views."""
+        async with self.sessions() as session:
+            user = await user_admin.update_user(session, username, is_admin, is_active)
+        if is_active is False:
+            await self.broker.publish_control({"type": "end_user", "user_id": user.id})
+        elif is_admin is False:
+            await self.broker.publish_control({"type": "end_admin", "user_id": user.id})
+        return user
 
     async def revoke(self, claims: TokenClaims) -> None:
         """Sign a token out: refused from now on, and its live sockets closed everywhere."""

@@ -21,7 +21,7 @@ from chat.fields import parse_since
 from chat.frames import FrameError, parse_frame
 from chat.hub import Connection
 from chat.messages import StoredMessage
-from chat.services import Author, Services
+from chat.services import DEACTIVATED_REASON, Author, Services
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +120,7 @@ async def room_socket(websocket: WebSocket) -> None:
     name = websocket.path_params["name"]
     # Accept before refusing: a browser only learns a close code from an open socket.
     await websocket.accept()
+    admitted_at = time.monotonic()
     try:
         found = await _admit(websocket, services)
         user = found.user
@@ -146,11 +147,12 @@ async def room_socket(websocket: WebSocket) -> None:
         settings.send_buffer_max_bytes,
         found.claims.session_id,
     )
+    connection.user_id, connection.token_key = user.id, found.claims.token_key
     # Only what the socket's life needs is kept, not the ORM's user and the claims.
     member = Author(user.id, user.username, user.username_key)
     expires_at = _expires_at(found)
     del user, found
-    await _serve(connection, member, room_id, since, expires_at, services)
+    await _serve(connection, member, room_id, since, admitted_at, expires_at, services)
 
 
 async def _serve(
@@ -158,15 +160,24 @@ async def _serve(
     member: Author,
     room_id: int,
     since: int | None,
+    admitted_at: float,
     expires_at: float,
     services: Services,
 ) -> None:
+    """Serve an admitted socket; `admitted_at` (monotonic) is when its account was about
+    to be read, `expires_at` (epoch) when its token expires."""
     room, websocket = connection.room, connection.websocket
     reader = asyncio.current_task()
     # Join the fan-out first and read history second: whatever is published in
     # between is queued, and the floor drops what the history already holds.
     services.hub.add(connection)
+    if services.deactivated_since(member.id, admitted_at):
+        # Deactivated after the account was read, before the hub could hear of it.
+        services.hub.remove(connection)
+        await _close(websocket, CloseCode.UNAUTHENTICATED, DEACTIVATED_REASON)
+        return
     connection.reader = reader
+    services.last_seen.mark(member.id)
     expiry = asyncio.get_running_loop().call_later(
         max(0.0, expires_at - time.time()),
         connection.kick,
@@ -202,6 +213,7 @@ async def _serve(
         if connection.sender is not None:
             connection.sender.cancel()
             await asyncio.gather(connection.sender, return_exceptions=True)
+        services.last_seen.mark(member.id)
         left = await services.presence.leave(room, member.username)
         if left is not None:
             await services.announce_presence(room, "leave", member.username, left)
@@ -341,6 +353,7 @@ async def admin_socket(websocket: WebSocket) -> None:
     valid and its user an admin."""
     services = get_services(websocket)
     await websocket.accept()
+    admitted_at = time.monotonic()
     try:
         found = await _admit(websocket, services)
         if not found.user.is_admin:
@@ -349,21 +362,28 @@ async def admin_socket(websocket: WebSocket) -> None:
         await _close(websocket, refused.code, refused.reason)
         return
     task = asyncio.current_task()
-    view = AdminView(found.claims.token_id, task, found.claims.session_id)
+    user = found.user
+    view = AdminView(
+        found.claims.token_id, task, found.claims.session_id, user.id, found.claims.token_key
+    )
     services.admin_views.add(view)
-    # A sign-out or an ended session reaches `view` at once through the broker; expiry by
-    # this timer; anything else (the role taken away, the account gone) is seen on the
-    # next refresh.
+    services.last_seen.mark(user.id)
+    if services.deactivated_since(user.id, admitted_at):
+        # Deactivated after the account was read, before `admin_views` could hear of it.
+        view.kick(CloseCode.UNAUTHENTICATED, DEACTIVATED_REASON)
+    # A sign-out, an ended session, a deactivation or a demotion reaches `view` at once
+    # through the broker; expiry by this timer; anything else (a role changed in the
+    # database by hand, the account deleted) is seen on the next refresh.
     expiry = asyncio.get_running_loop().call_later(
         max(0.0, _expires_at(found) - time.time()),
         view.kick,
         CloseCode.UNAUTHENTICATED,
         "session expired",
     )
-    del found
+    del user, found
     receiver = asyncio.create_task(_drain(websocket))
     try:
-        while not receiver.done():
+        while not receiver.done() and view.close_code is None:
             if not await _still_admin(services, websocket):
                 view.kick(CloseCode.UNAUTHENTICATED, "no longer signed in as an admin")
                 break
@@ -390,6 +410,7 @@ async def admin_socket(websocket: WebSocket) -> None:
         view.task = None
         expiry.cancel()
         services.admin_views.remove(view)
+        services.last_seen.mark(view.user_id)
         receiver.cancel()
         await asyncio.gather(receiver, return_exceptions=True)
     if view.close_code is not None:

@@ -1,18 +1,77 @@
-"""What admins see."""
+"""What admins see and do."""
 
-from fastapi import APIRouter
+from typing import Annotated
 
-from chat.deps import AdminUser, ServicesDep
-from chat.routes import UNAUTHORIZED
-from chat.schemas import ActiveUsersOut, ErrorOut
+from fastapi import APIRouter, HTTPException, Query, status
+
+from chat import user_admin
+from chat.deps import AdminUser, ServicesDep, SessionDep
+from chat.errors import LastActiveAdmin, UserNotFound
+from chat.fields import USERNAME_MAX_CHARS, USERNAME_SEARCH_PATTERN
+from chat.models import User
+from chat.routes import BAD_BODY, UNAUTHORIZED, Responses
+from chat.schemas import ActiveUsersOut, AdminUserIn, AdminUserOut, AdminUsersOut, ErrorOut
+from chat.user_admin import USERS_DEFAULT_LIMIT, USERS_MAX_LIMIT
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
 
+ADMINS_ONLY: Responses = {
+    **UNAUTHORIZED,
+    403: {
+        "description": "Not an admin, or a cookie sign-in without the CSRF header",
+        "model": ErrorOut,
+    },
+}
 
-@router.get(
-    "/active-users",
-    response_model=ActiveUsersOut,
-    responses={**UNAUTHORIZED, 403: {"description": "Not an admin", "model": ErrorOut}},
-)
+
+def user_out(user: User) -> AdminUserOut:
+    return AdminUserOut(
+        id=user.id,
+        username=user.username,
+        is_admin=user.is_admin,
+        is_active=user.is_active,
+        created_at=user.created_at,
+        last_seen_at=user.last_seen_at,
+    )
+
+
+@router.get("/active-users", response_model=ActiveUsersOut, responses=ADMINS_ONLY)
 async def active_users(_admin: AdminUser, services: ServicesDep) -> ActiveUsersOut:
     return ActiveUsersOut(rooms=await services.presence.snapshot())
+
+
+@router.get("/users", response_model=AdminUsersOut, responses=ADMINS_ONLY)
+async def list_users(
+    _admin: AdminUser,
+    session: SessionDep,
+    q: Annotated[str, Query(max_length=USERNAME_MAX_CHARS, pattern=USERNAME_SEARCH_PATTERN)] = "",
+    limit: Annotated[int, Query(ge=1, le=USERS_MAX_LIMIT)] = USERS_DEFAULT_LIMIT,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+) -> AdminUsersOut:
+    """Users whose name contains `q` (any case), in name order; `total` counts them all."""
+    page = await user_admin.search(session, q, limit, offset)
+    return AdminUsersOut(users=[user_out(user) for user in page.users], total=page.total)
+
+
+@router.patch(
+    "/users/{username}",
+    response_model=AdminUserOut,
+    responses={
+        **ADMINS_ONLY,
+        **BAD_BODY,
+        404: {"description": "No such user", "model": ErrorOut},
+        409: {"description": "It would leave no active admin", "model": ErrorOut},
+    },
+)
+async def update_user(
+    username: str, body: AdminUserIn, _admin: AdminUser, services: ServicesDep
+) -> AdminUserOut:
+    """Deactivate or reactivate an account, or give or take the admin role. A deactivated
+    account cannot sign in and its tokens and sockets (1008) end at once, everywhere."""
+    try:
+        user = await services.administer_user(username, body.is_admin, body.is_active)
+    except UserNotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    except LastActiveAdmin as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    return user_out(user)
