@@ -308,7 +308,8 @@ def test_unavailable_message_sent_again_with_its_nonce(server: Server, browser: 
         open_room(person, room)
         person.say("hello")
         expect(page.locator("#messages li.pending .body")).to_have_text(["hello"])
-        expect(page.locator("#messages li[data-id] .body")).to_have_text(["hello"])
+        # The page waits 2-5 s before sending it again: more than expect's default.
+        expect(page.locator("#messages li[data-id] .body")).to_have_text(["hello"], timeout=10_000)
         expect(page.locator("#messages li.pending")).to_have_count(0)
     assert [f["body"] for f in received] == ["hello", "hello"]
     assert received[0]["nonce"] == received[1]["nonce"]
