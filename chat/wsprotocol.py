@@ -38,6 +38,11 @@ PROTOCOL = "chat.wsprotocol:BoundedWebSocketProtocol"
 # How long a closed connection may take to be let go of before it is aborted: the
 # client's close echo, or the drain of what is still buffered for it.
 CLOSE_WAIT_SECS = 1.0
+# What the frame parser is given at a time. The transport hands over up to 256 KiB at once,
+# ten thousand small frames that the parser would decode in one go, stalling every socket of
+# the process, only for all but the first few to be refused: fed in slices, the rest of a
+# flooding client's read is dropped unparsed once it is over its bucket.
+PARSE_SLICE_BYTES = 8 * 1024
 _LIMITS_KEY = "chat.socket_limits"
 
 
@@ -75,6 +80,13 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
         self.frame_tokens = self.limits.frames_burst
         self.frames_counted_at = self.loop.time()
         self.abort_timer: asyncio.TimerHandle | None = None
+        self.flooded = False
+
+    def data_received(self, data: bytes) -> None:
+        for start in range(0, len(data), PARSE_SLICE_BYTES):
+            if self.flooded or self.transport.is_closing():
+                return
+            super().data_received(data[start : start + PARSE_SLICE_BYTES])
 
     def handle_events(self) -> None:
         for event in self.conn.events_received():
@@ -90,6 +102,7 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
                 elif not self._frame_allowed() and not self.transport.is_closing():
                     # Still flooding: read no more, rather than parse and drop all it
                     # sends until the close timer lets go of the connection.
+                    self.flooded = True
                     self.transport.pause_reading()
             elif not self._frame_allowed():
                 self._close_flooded()
@@ -107,6 +120,7 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
         return allowed
 
     def _close_flooded(self) -> None:
+        self.flooded = True
         log.warning("%s: closed a socket sending frames too fast", self._peer())
         if not self.handshake_complete:
             # Frames sent ahead of the handshake's answer: no close frame may go out yet.
