@@ -36,8 +36,8 @@ def run(data_dir: Path, duration: float) -> dict[str, Any]:
         ):
             conn.execute(f"PRAGMA {pragma}")
         user_id = conn.execute(
-            "INSERT INTO users (username, username_key, password_hash, is_admin, created_at)"
-            " VALUES ('bench', 'bench', '-', 0, CURRENT_TIMESTAMP) RETURNING id"
+            "INSERT INTO users (username, username_key, password_hash, is_admin, token_key,"
+            " created_at) VALUES ('bench', 'bench', '-', 0, '-', CURRENT_TIMESTAMP) RETURNING id"
         ).fetchone()[0]
         room_id = conn.execute(
             "INSERT INTO rooms (name, last_seq, created_at)"

@@ -95,7 +95,7 @@ class Settings(BaseSettings):
     http_head_timeout_secs: float = Field(10.0, gt=0)
     http_body_timeout_secs: float = Field(30.0, gt=0)
     http_keepalive_secs: int = Field(5, ge=1)
-    max_connections: int = Field(4000, ge=1)
+    max_connections: int = Field(10_000, ge=1)
 
     # Behind an HTTPS proxy the session cookie must only travel over TLS.
     cookie_secure: bool = False
