@@ -1,15 +1,13 @@
 """User accounts: registration, authentication, admin promotion."""
 
-from datetime import datetime
-
-from sqlalchemy import Boolean, String, delete, exists, func, insert, literal, select
+from sqlalchemy import Boolean, String, exists, func, insert, literal, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat import invites
 from chat.errors import RegistrationRefused, UsernameTaken
 from chat.fields import is_valid_username, username_skeleton
-from chat.models import RevokedToken, User, UTCDateTime, utcnow
+from chat.models import User, UTCDateTime, utcnow
 from chat.ratelimit import LoginThrottle
 from chat.security import PasswordHasher, hash_password, new_token_key
 from chat.settings import Registration
@@ -169,25 +167,3 @@ async def set_password(
 ) -> None:
     user.password_hash = await hasher.hash(password)
     await session.commit()
-
-
-async def revoke_token(session: AsyncSession, token_id: str, expires_at: datetime) -> None:
-    """Refuse the token from now on; forget tokens that have expired anyway."""
-    await session.execute(delete(RevokedToken).where(RevokedToken.expires_at < utcnow()))
-    if await session.get(RevokedToken, token_id) is None:
-        session.add(RevokedToken(token_id=token_id, expires_at=expires_at))
-    await session.commit()
-
-
-async def revoked_among(session: AsyncSession, token_ids: set[str]) -> set[str]:
-    """Which of these tokens are signed out."""
-    if not token_ids:
-        return set()
-    found = await session.scalars(
-        select(RevokedToken.token_id).where(RevokedToken.token_id.in_(token_ids))
-    )
-    return set(found)
-
-
-async def is_revoked(session: AsyncSession, token_id: str) -> bool:
-    return bool(token_id) and await session.get(RevokedToken, token_id) is not None

@@ -55,17 +55,8 @@ class AdminViews:
     def remove(self, view: AdminView) -> None:
         self._views.discard(view)
 
-    def token_ids(self) -> set[str]:
-        return {view.token_id for view in self._views}
-
     def all(self) -> list[AdminView]:
         return list(self._views)
-
-    def kick_token(self, token_id: str) -> None:
-        """Close every admin socket opened with the token `token_id` (1008)."""
-        for view in list(self._views):
-            if view.token_id == token_id:
-                view.kick(CloseCode.UNAUTHENTICATED, "signed out")
 
     def session_ids(self) -> set[str]:
         return {view.session_id for view in self._views}

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 # Receives room events, several at once when they were published together.
 OnEvents = Callable[[list[RoomEvent]], None]
-# Receives an event meant for every process rather than a room (a token revoked).
+# Receives an event meant for every process rather than a room (a session ended).
 OnControl = Callable[[ControlEvent], None]
 # Called whenever events may have been missed: the broker (or another process's) reconnected.
 OnReconnect = Callable[[], None]

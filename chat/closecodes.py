@@ -6,7 +6,7 @@ from enum import IntEnum
 class CloseCode(IntEnum):
     # The peer's sending failed or the server let go of it; reconnect.
     GOING_AWAY = 1001
-    # Authentication only: missing, invalid, expired or revoked token, ended session,
+    # Authentication only: missing, invalid or expired token, ended session,
     # deactivated account, foreign origin. The client signs in again.
     UNAUTHENTICATED = 1008
     # A frame over CHAT_WS_MAX_FRAME_BYTES (uvicorn closes with it).

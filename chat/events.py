@@ -122,14 +122,6 @@ class RoomEvent:
 
 
 @with_config(_EXACT)
-class RevokeControl(TypedDict):
-    """Between processes: a token was signed out; its sockets close everywhere."""
-
-    type: Literal["revoke"]
-    token_id: str
-
-
-@with_config(_EXACT)
 class EndSessionControl(TypedDict):
     """Between processes: these sessions ended; their sockets close everywhere."""
 
@@ -154,7 +146,7 @@ class EndAdminControl(TypedDict):
 
 
 # What one process tells every other (and itself) outside any room.
-ControlEvent = RevokeControl | EndSessionControl | EndUserControl | EndAdminControl
+ControlEvent = EndSessionControl | EndUserControl | EndAdminControl
 
 
 def encode(frame: ServerFrame | dict[str, Any]) -> bytes:

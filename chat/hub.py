@@ -276,12 +276,6 @@ class Hub:
         if not feed.members:
             del self._rooms[connection.room]
 
-    def kick_token(self, token_id: str, code: int, reason: str) -> None:
-        """End every socket opened with the token `token_id`."""
-        for connection in list(self.all()):
-            if connection.token_id == token_id:
-                connection.kick(code, reason)
-
     def kick_sessions(self, session_ids: Collection[str], code: int, reason: str) -> None:
         """End every socket opened with a token of one of these sessions."""
         for connection in list(self.all()):

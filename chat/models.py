@@ -124,15 +124,6 @@ class Invite(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class RevokedToken(Base):
-    """A signed-out token, refused until it would have expired anyway."""
-
-    __tablename__ = "revoked_tokens"
-
-    token_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
-
-
 class SignIn(Base):
     """A session: one sign-in (a browser's, or an API client's token family), until it ends
     or goes unused for `CHAT_SESSION_DAYS`. Every access token names its session (`sid`)."""

@@ -63,7 +63,7 @@ class TokenClaims:
     user_id: int
     issued_at: datetime
     expires_at: datetime
-    # `jti`: names the token, so that signing out can revoke it alone.
+    # `jti`: names the token, apart from every other of its session.
     token_id: str
     # Must equal the account's `token_key`.
     token_key: str

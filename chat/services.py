@@ -34,7 +34,7 @@ from chat.ratelimit import (
     SharedRateLimiter,
 )
 from chat.rooms import RoomDirectory
-from chat.security import HASHING_THREADS, PasswordHasher, TokenClaims
+from chat.security import HASHING_THREADS, PasswordHasher
 from chat.settings import Settings
 from chat.writer import MessageWriter
 
@@ -202,9 +202,7 @@ class Services:
         self.hub.deliver(room_events)
 
     def _on_control(self, event: ControlEvent) -> None:
-        if event["type"] == "revoke":
-            self._signed_out(event["token_id"])
-        elif event["type"] == "end_session":
+        if event["type"] == "end_session":
             self._sessions_over(set(event["session_ids"]))
         elif event["type"] == "end_user":
             self._deactivated(event["user_id"])
@@ -214,10 +212,6 @@ class Services:
     def _sessions_over(self, session_ids: set[str]) -> None:
         self.hub.kick_sessions(session_ids, CloseCode.UNAUTHENTICATED, "session ended")
         self.admin_views.kick_sessions(session_ids)
-
-    def _signed_out(self, token_id: str) -> None:
-        self.hub.kick_token(token_id, CloseCode.UNAUTHENTICATED, "signed out")
-        self.admin_views.kick_token(token_id)
 
     def _deactivated(self, user_id: int) -> None:
         now = time.monotonic()
@@ -236,8 +230,8 @@ class Services:
 
     def _on_reconnect(self) -> None:
         """Events may have been lost while a broker connection was down: read every room
-        up to date, and look up whether any live socket's token was signed out, its session
-        ended or its account deactivated meanwhile (stored, but its event may never have been
+        up to date, and look up whether any live socket's session ended or its account was
+        deactivated meanwhile (stored, but its event may never have been
         carried)."""
         self.hub.catch_up()
         task = asyncio.create_task(self._recheck_sign_outs(), name="recheck-sign-outs")
@@ -245,17 +239,13 @@ class Services:
         task.add_done_callback(self._background.discard)
 
     async def _recheck_sign_outs(self) -> None:
-        live = {c.token_id for c in self.hub.all()} | self.admin_views.token_ids()
         users = {c.user_id for c in self.hub.all()} | {v.user_id for v in self.admin_views.all()}
         try:
             async with self.sessions() as session:
-                revoked = await accounts.revoked_among(session, live)
                 keys = await user_admin.standing_keys(session, users)
         except Exception as exc:
             log.warning("could not recheck sign-outs after a broker reconnect: %s", exc)
             return
-        for token_id in revoked:
-            self._signed_out(token_id)
         # A deactivated account has no key here; any other change of key refuses the token.
         # Sockets of accounts not looked up opened meanwhile, with their account's key.
         for connection in list(self.hub.all()):
@@ -285,14 +275,6 @@ class Services:
         elif is_admin is False:
             await self.broker.publish_control({"type": "end_admin", "user_id": user.id})
         return user
-
-    async def revoke(self, claims: TokenClaims) -> None:
-        """Sign a token out: refused from now on, and its live sockets closed everywhere."""
-        if not claims.token_id:
-            return
-        async with self.sessions() as session:
-            await accounts.revoke_token(session, claims.token_id, claims.expires_at)
-        await self.broker.publish_control({"type": "revoke", "token_id": claims.token_id})
 
     async def end_sessions(
         self, user_id: int, session_ids: Collection[str] | None = None, keep: str | None = None

@@ -418,7 +418,7 @@ async def admin_socket(websocket: WebSocket) -> None:
 
 
 async def _still_admin(services: Services, websocket: WebSocket) -> bool:
-    """Whether the token is still valid (not revoked, not expired, its session live) and
+    """Whether the token is still valid (not expired, its session live) and
     names an admin."""
     try:
         found = await _authenticate(websocket, services)

@@ -6,7 +6,7 @@ a random token key: tokens issued before this migration are refused, and their u
 sign in again.
 
 Revision ID: 0004_autoincrement
-Revises: 0002
+Revises: 0003_skeleton
 Create Date: 2026-12-01
 """
 

@@ -1,7 +1,7 @@
 """Invites: codes that let people register when registration is by invite or closed.
 
 Revision ID: 0006_invites
-Revises: 0004_autoincrement
+Revises: 0005_sessions
 Create Date: 2026-12-01
 """
 

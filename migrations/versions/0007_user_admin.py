@@ -3,7 +3,7 @@
 Every existing account stays active; nobody has been seen yet.
 
 Revision ID: 0007_user_admin
-Revises: 0004_autoincrement
+Revises: 0006_invites
 Create Date: 2026-12-01
 """
 
