@@ -25,8 +25,6 @@ from chat.services import Services
 from chat.settings import Settings
 from chat.transport import SERVER_SEND_KEY
 
-MAX_REQUEST_BODY_BYTES = 1024 * 1024
-
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
@@ -89,21 +87,20 @@ class SocketRoutes:
 
 
 class BodyLimit:
-    """Answers 413 to a request body over MAX_REQUEST_BODY_BYTES instead of buffering it."""
+    """Answers 413 to a request body over `max_bytes` (`CHAT_HTTP_MAX_BODY_BYTES`) instead of
+    buffering it: `chat.http_limits` refuses it before the app under `chat serve`, this under
+    any other ASGI server."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
+        self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         for name, value in scope["headers"]:
-            if (
-                name == b"content-length"
-                and value.isdigit()
-                and int(value) > MAX_REQUEST_BODY_BYTES
-            ):
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
                 await _too_large(send)
                 return
         received = 0
@@ -113,7 +110,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > MAX_REQUEST_BODY_BYTES:
+                if received > self.max_bytes:
                     raise _BodyTooLarge()
             return message
 
@@ -195,7 +192,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.services = services
     app.add_middleware(SecurityHeaders, https=settings.cookie_secure)
-    app.add_middleware(BodyLimit)
+    app.add_middleware(BodyLimit, max_bytes=settings.http_max_body_bytes)
     app.add_middleware(CookieRenewal)
     # Outermost of these: it must see the server's own send.
     app.add_middleware(SocketRoutes, routes=ws.routes)

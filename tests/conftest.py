@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -234,6 +235,24 @@ def drop_postgres_database(url: str) -> None:
             await conn.close()
 
     _run_async(drop())
+
+
+def run_sql(server: "Server", sql: str) -> None:
+    """Run one statement on a server's database behind its back, as an operator would."""
+    url = server.settings.database_url
+    if not url:
+        with sqlite3.connect(server.settings.data_dir / "chat.db") as conn:
+            conn.execute(sql)
+        return
+
+    async def run() -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    _run_async(run())
 
 
 def make_settings(tmp: Path, **overrides: Any) -> Settings:

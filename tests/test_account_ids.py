@@ -1,12 +1,10 @@
 """Account ids are never reused, and a token only works for the account it was issued to."""
 
 import secrets
-import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 import sqlalchemy as sa
@@ -14,7 +12,7 @@ from alembic import command
 
 from chat.db import alembic_config, migrate
 from chat.settings import Settings
-from tests.conftest import Server, _run_async, new_postgres_database
+from tests.conftest import Server, new_postgres_database, run_sql
 from tests.ws_helpers import closed_with, signed, welcome
 
 DATABASES = ["sqlite", "postgresql"]
@@ -22,24 +20,6 @@ DATABASES = ["sqlite", "postgresql"]
 
 def database_url(kind: str) -> str:
     return new_postgres_database() if kind == "postgresql" else ""
-
-
-def execute(server: Server, sql: str) -> None:
-    """Run one statement on the server's database behind its back, as an operator would."""
-    url = server.settings.database_url
-    if not url:
-        with sqlite3.connect(server.settings.data_dir / "chat.db") as conn:
-            conn.execute(sql)
-        return
-
-    async def run() -> None:
-        conn = await asyncpg.connect(url)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    _run_async(run())
 
 
 def rooms_status(server: Server, token: str) -> int:
@@ -56,7 +36,7 @@ def test_deleted_users_token_does_not_sign_in_as_the_next_user(
     srv = make_server(database_url=database_url(kind))
     gone = srv.register()
     assert rooms_status(srv, gone.token) == 200
-    execute(srv, f"DELETE FROM users WHERE id = {gone.id}")
+    run_sql(srv, f"DELETE FROM users WHERE id = {gone.id}")
     newcomer = srv.register()
     assert newcomer.id > gone.id
     assert rooms_status(srv, newcomer.token) == 200

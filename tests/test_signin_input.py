@@ -8,7 +8,6 @@ import httpx
 from chat import ratelimit
 from tests.conftest import PASSWORD, Server, unique
 
-# Large, yet under the 1 MiB body limit, which answers 413 before any route.
 # Over any username's length, within the largest body a request may have (64 KiB).
 HUGE_NAME_CHARS = 60_000
 

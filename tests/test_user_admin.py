@@ -1,7 +1,6 @@
 """User administration: the list, deactivation and the admin role, and what they end."""
 
 import secrets
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -19,11 +18,11 @@ from tests.conftest import (
     PASSWORD,
     Account,
     Server,
-    _run_async,
     new_postgres_database,
     of_type,
     recv,
     recv_until,
+    run_sql,
     unique,
 )
 from tests.test_cli import run_chat
@@ -52,25 +51,6 @@ def sign_in(server: Server, username: str, password: str = PASSWORD) -> httpx.Re
 def shown(server: Server, admin: Account, username: str) -> dict[str, Any]:
     found = users(server, admin, q=username).json()["users"]
     return next(u for u in found if u["username"] == username)
-
-
-def execute(server: Server, sql: str) -> None:
-    """Change the database behind the server's back, as an operator would."""
-    url = server.settings.database_url
-    if not url:
-        with sqlite3.connect(server.settings.data_dir / "chat.db") as conn:
-            conn.execute(sql)
-        return
-    import asyncpg
-
-    async def run() -> None:
-        conn = await asyncpg.connect(url)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    _run_async(run())
 
 
 def test_search_pages_and_counts(make_server: Callable[..., Server]) -> None:
@@ -358,8 +338,8 @@ def test_broker_reconnect_recheck_closes_deactivated_and_rekeyed_sockets(
         for ws in (a, b, c):
             welcome(ws)
         assert recv(view)["type"] == "stats"
-        execute(srv, f"UPDATE users SET is_active = false WHERE id = {deactivated.id}")
-        execute(srv, f"UPDATE users SET token_key = 'changed' WHERE id = {rekeyed.id}")
+        run_sql(srv, f"UPDATE users SET is_active = false WHERE id = {deactivated.id}")
+        run_sql(srv, f"UPDATE users SET token_key = 'changed' WHERE id = {rekeyed.id}")
         send(a, {"type": "message", "body": "not yet", "nonce": "a1"})
         recv_until(a, of_type("message", nonce="a1"))
 
