@@ -10,8 +10,16 @@ import asyncpg
 import httpx
 
 from chat.security import decode_access_token
-from tests.conftest import PASSWORD, Account, Server, _run_async, of_type, recv_until, unique
-from tests.test_account_ids import execute
+from tests.conftest import (
+    PASSWORD,
+    Account,
+    Server,
+    _run_async,
+    of_type,
+    recv_until,
+    run_sql,
+    unique,
+)
 from tests.ws_helpers import closed_with, signed, welcome
 
 # Short enough to outlive a few times within a test.
@@ -169,7 +177,7 @@ def test_a_session_unused_for_session_days_expires(server: Server) -> None:
     account, stale = server.register(), server.register()
     days = server.settings.session_days
     for who, ago in ((account, days - 1), (stale, days + 1)):
-        execute(
+        run_sql(
             server,
             f"UPDATE sessions SET last_used_at = '{_days_ago(ago)}' WHERE id = '{who.sid}'",
         )
@@ -191,5 +199,5 @@ def test_a_new_token_key_ends_every_session(server: Server) -> None:
     key, now = server.settings.signing_key(), int(time.time())
     claims = {"sub": str(account.id), "iat": now, "exp": now + 300, "sid": account.sid}
     assert status_of(server, bearer(signed(key, **claims, tkey=account.token_key))) == 200
-    execute(server, f"UPDATE users SET token_key = 'rotated' WHERE id = {account.id}")
+    run_sql(server, f"UPDATE users SET token_key = 'rotated' WHERE id = {account.id}")
     assert status_of(server, bearer(signed(key, **claims, tkey="rotated"))) == 401
