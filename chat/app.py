@@ -200,6 +200,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         auth.router,
         me.router,
         rooms.router,
+        rooms.dms,
         admin.router,
         invites.router,
         health.router,

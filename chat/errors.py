@@ -60,6 +60,27 @@ class RoomNotFound(ChatError):
         return "room not found"
 
 
+class Forbidden(ChatError):
+    """Not allowed in a room the user may know of; the reason says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+class NotAMember(ChatError):
+    def __str__(self) -> str:
+        return "that user is not a member of the room"
+
+
+class LastOwner(ChatError):
+    def __str__(self) -> str:
+        return "a room keeps at least one owner: make someone else owner first"
+
+
 class RateLimited(ChatError):
     def __init__(self, retry_after_secs: float) -> None:
         super().__init__(retry_after_secs)

@@ -83,6 +83,21 @@ class ErrorFrame(TypedDict):
     retry_after: NotRequired[float]
 
 
+MemberEvent = Literal["join", "leave", "kick", "ban", "role"]
+
+
+@with_config(_EXACT)
+class MemberFrame(TypedDict):
+    """A change of a room's membership: someone joined, left, was removed, banned, or given
+    another role (`role`, also on a join)."""
+
+    type: Literal["member"]
+    room: str
+    event: MemberEvent
+    user: str
+    role: NotRequired[str]
+
+
 @with_config(_EXACT)
 class StatsFrame(TypedDict):
     type: Literal["stats"]
@@ -92,7 +107,15 @@ class StatsFrame(TypedDict):
     loop_lag_ms: float
 
 
-ServerFrame = MessageFrame | WelcomeFrame | PresenceFrame | TypingFrame | ErrorFrame | StatsFrame
+ServerFrame = (
+    MessageFrame
+    | WelcomeFrame
+    | PresenceFrame
+    | TypingFrame
+    | MemberFrame
+    | ErrorFrame
+    | StatsFrame
+)
 
 # Each frame type the server sends, by its "type".
 SERVER_FRAMES: dict[str, type] = {
@@ -100,6 +123,7 @@ SERVER_FRAMES: dict[str, type] = {
     "welcome": WelcomeFrame,
     "presence": PresenceFrame,
     "typing": TypingFrame,
+    "member": MemberFrame,
     "error": ErrorFrame,
     "stats": StatsFrame,
 }
@@ -145,8 +169,19 @@ class EndAdminControl(TypedDict):
     user_id: int
 
 
+@with_config(_EXACT)
+class EndMembershipControl(TypedDict):
+    """Between processes: a user was removed from a room (kicked, banned, or left); their
+    sockets in it close everywhere (4403)."""
+
+    type: Literal["end_membership"]
+    room: str
+    user_id: int
+    reason: str
+
+
 # What one process tells every other (and itself) outside any room.
-ControlEvent = EndSessionControl | EndUserControl | EndAdminControl
+ControlEvent = EndSessionControl | EndUserControl | EndAdminControl | EndMembershipControl
 
 
 def encode(frame: ServerFrame | dict[str, Any]) -> bytes:
@@ -184,6 +219,13 @@ def presence_event(
         "users": users,
     }
     return RoomEvent(room, "presence", encode(frame))
+
+
+def member_event(room: str, event: MemberEvent, user: str, role: str | None = None) -> RoomEvent:
+    frame: MemberFrame = {"type": "member", "room": room, "event": event, "user": user}
+    if role is not None:
+        frame["role"] = role
+    return RoomEvent(room, "member", encode(frame))
 
 
 def typing_event(room: str, user: str) -> RoomEvent:

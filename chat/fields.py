@@ -9,7 +9,7 @@ import re
 import unicodedata
 from functools import cache
 from importlib.resources import files
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
@@ -55,6 +55,14 @@ INVITE_HOURS_DEFAULT = 168
 ROOM_NAME_MAX_CHARS = 64
 ROOM_NAME_PATTERN = rf"^[a-z0-9\-]{{1,{ROOM_NAME_MAX_CHARS}}}$"
 ROOM_NAME_RULE = f"1-{ROOM_NAME_MAX_CHARS} lowercase letters, digits or '-'"
+# Direct conversations are named by the server; no one else may take such a name.
+DM_NAME_PREFIX = "dm-"
+RESERVED_ROOM_NAME_RULE = f"names starting with '{DM_NAME_PREFIX}' are kept for direct messages"
+TOPIC_MAX_CHARS = 250
+TOPIC_RULE = f"at most {TOPIC_MAX_CHARS} characters, without NUL"
+# A direct conversation: the caller and 1-8 others.
+DM_OTHERS_MIN = 1
+DM_OTHERS_MAX = 8
 
 BODY_MAX_CHARS = 4000
 BODY_RULE = f"1-{BODY_MAX_CHARS} characters after trimming, without NUL"
@@ -169,6 +177,15 @@ Password = Annotated[
     AfterValidator(_uncommon),
 ]
 RoomName = Annotated[str, StringConstraints(pattern=ROOM_NAME_PATTERN)]
+Topic = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, max_length=TOPIC_MAX_CHARS, pattern=_NO_NUL_PATTERN),
+]
+# What a room is: public (listed, open to all), private (members only, invisible to others)
+# or dm (a fixed set of people, made with POST /api/dms).
+RoomKind = Literal["public", "private", "dm"]
+CreatableKind = Literal["public", "private"]
+Role = Literal["owner", "moderator", "member"]
 Body = Annotated[
     str,
     AfterValidator(_trimmed_body),
@@ -247,6 +264,11 @@ def is_valid_password(value: object) -> bool:
 
 def is_valid_room_name(value: object) -> bool:
     return _passes(_ROOM_NAME, value)
+
+
+def is_reserved_room_name(name: str) -> bool:
+    """Whether only the server may give a room this name (a DM's)."""
+    return name.startswith(DM_NAME_PREFIX)
 
 
 def is_valid_nonce(value: object) -> bool:

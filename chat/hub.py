@@ -288,6 +288,15 @@ class Hub:
             if connection.user_id == user_id:
                 connection.kick(code, reason)
 
+    def kick_user_in_room(self, room: str, user_id: int, code: int, reason: str) -> None:
+        """End every socket of the account `user_id` in `room`."""
+        feed = self._rooms.get(room)
+        if feed is None:
+            return
+        for connection in list(feed.members):
+            if connection.user_id == user_id:
+                connection.kick(code, reason)
+
     def user_connections(self, user: str) -> int:
         return self._per_user[user]
 

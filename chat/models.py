@@ -76,10 +76,20 @@ class User(Base):
 
 class Room(Base):
     __tablename__ = "rooms"
-    __table_args__ = (Index("ix_rooms_created_by", "created_by"), {"sqlite_autoincrement": True})
+    __table_args__ = (
+        Index("ix_rooms_created_by", "created_by"),
+        # A DM's members, once: two processes asked at once for one conversation make one room.
+        Index("uq_rooms_dm_key", "dm_key", unique=True),
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
+    # "public", "private" or "dm" (`chat.access` decides what each allows); never changes.
+    kind: Mapped[str] = mapped_column(String(8), default="public", server_default="public")
+    topic: Mapped[str] = mapped_column(String(250), default="", server_default="")
+    # A DM's members' ids, sorted and joined by commas; None for other rooms.
+    dm_key: Mapped[str | None] = mapped_column(String(128))
     # The newest message's `seq`. Taking the next one locks this row until commit,
     # so within a room messages become visible strictly in `seq` order, also when
     # several processes write to it: a reader that has seen N has seen all below N.
@@ -89,6 +99,36 @@ class Room(Base):
     created_at: Mapped[datetime] = mapped_column(
         UTCDateTime, default=utcnow, server_default=func.now()
     )
+
+
+class Membership(Base):
+    """Who is in a room, and in which role ("owner", "moderator", "member")."""
+
+    __tablename__ = "memberships"
+
+    room_id: Mapped[int] = mapped_column(
+        ForeignKey("rooms.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    role: Mapped[str] = mapped_column(String(16), default="member")
+    joined_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RoomBan(Base):
+    """Who may not join, read or post in a room until a moderator lifts it."""
+
+    __tablename__ = "room_bans"
+
+    room_id: Mapped[int] = mapped_column(
+        ForeignKey("rooms.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    banned_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Message(Base):

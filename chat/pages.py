@@ -10,6 +10,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat import accounts, signins, user_admin
+from chat.access import Action
 from chat.db import PROJECT_DIR
 from chat.deps import (
     ACCESS_COOKIE,
@@ -21,6 +22,7 @@ from chat.deps import (
     user_for_token,
 )
 from chat.errors import (
+    Forbidden,
     LastActiveAdmin,
     RateLimited,
     RegistrationRefused,
@@ -345,11 +347,10 @@ async def _rooms(
 ) -> Response:
     """The page of rooms after the name `after`, with a link to the next page if any."""
     after = after if is_valid_room_name(after) else ""
-    found = await services.rooms.list(after, ROOMS_DEFAULT_LIMIT + 1)
+    found = await services.conversations.list_rooms(user, after, ROOMS_DEFAULT_LIMIT + 1)
     more = len(found) > ROOMS_DEFAULT_LIMIT
     found = found[:ROOMS_DEFAULT_LIMIT]
-    active = await services.presence.snapshot()
-    rooms = [(room.name, len(active.get(room.name, ()))) for room in found]
+    rooms = [(room.name, room.active_users) for room in found]
     return _render(
         request,
         "rooms.html",
@@ -392,9 +393,11 @@ async def room_page(request: Request, services: ServicesDep, name: str) -> Respo
     if user is None:
         return _to_login(request)
     try:
-        await services.rooms.id_of(name)
+        await services.conversations.require(user, name, Action.READ)
     except RoomNotFound:
         return _render(request, "not_found.html", 404, user=user, what="room")
+    except Forbidden:
+        return _render(request, "forbidden.html", 403, user=user)
     return _render(request, "room.html", user=user, room=name)
 
 

@@ -5,18 +5,26 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from chat.fields import (
+    DM_OTHERS_MAX,
+    DM_OTHERS_MIN,
     INVITE_HOURS_DEFAULT,
     INVITE_USES_DEFAULT,
     PASSWORD_MAX_CHARS,
+    RESERVED_ROOM_NAME_RULE,
     USERNAME_PASSWORD_RULE,
     Body,
+    CreatableKind,
     InviteCode,
     InviteHours,
     InviteUses,
     Nonce,
     Password,
+    Role,
+    RoomKind,
     RoomName,
+    Topic,
     Username,
+    is_reserved_room_name,
 )
 
 
@@ -88,12 +96,53 @@ class InviteOut(BaseModel):
 
 class RoomIn(Strict):
     name: RoomName
+    kind: CreatableKind = "public"
+    topic: Topic = ""
+
+    @model_validator(mode="after")
+    def _name_is_not_reserved(self) -> "RoomIn":
+        if is_reserved_room_name(self.name):
+            raise ValueError(RESERVED_ROOM_NAME_RULE)
+        return self
+
+
+class RoomPatchIn(Strict):
+    topic: Topic
 
 
 class RoomOut(BaseModel):
     name: str
+    kind: RoomKind
+    topic: str
     created_at: datetime
     active_users: int
+    member_count: int
+    is_member: bool
+    role: Role | None = Field(description="the caller's role; null if not a member")
+    unread: int = Field(description="the caller's unread messages")
+    mentions: int = Field(description="how many of the unread messages mention the caller")
+    last_message_id: int = Field(description="0 while the room has no messages")
+
+
+class MemberOut(BaseModel):
+    username: str
+    role: Role
+
+
+class RoleIn(Strict):
+    role: Role
+
+
+class BanOut(BaseModel):
+    username: str
+
+
+class DmIn(Strict):
+    users: list[Username] = Field(
+        min_length=DM_OTHERS_MIN,
+        max_length=DM_OTHERS_MAX,
+        description="the other people, not the caller",
+    )
 
 
 class MessageIn(Strict):

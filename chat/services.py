@@ -15,6 +15,7 @@ from chat import accounts, events, messages, signins, storage, user_admin
 from chat.admin_views import AdminViews
 from chat.broker import Broker, RedisBroker, create_broker
 from chat.closecodes import CloseCode
+from chat.conversations import Conversations
 from chat.db import Transactions, create_engine, session_factory, write_transactions
 from chat.events import ControlEvent, RoomEvent
 from chat.fields import password_problem
@@ -93,8 +94,11 @@ class Services:
     # This process's open `/ws/admin` sockets.
     admin_views: AdminViews = field(default_factory=AdminViews)
     last_seen: LastSeen = field(init=False)
+    conversations: Conversations = field(init=False)
     # Accounts deactivated lately, and when (monotonic) this process heard of it.
     _ended_users: dict[int, float] = field(default_factory=dict)
+    # Memberships ended lately, by (room, user id), and when this process heard of it.
+    _ended_memberships: dict[tuple[str, int], float] = field(default_factory=dict)
     _background: set[asyncio.Task[None]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -135,6 +139,9 @@ class Services:
         self.writer = MessageWriter(self.transactions, self._publish_messages)
         self.last_seen = LastSeen(self.sessions)
         self.hub = Hub(self._messages_after)
+        self.conversations = Conversations(
+            self.sessions, self.rooms, self.presence, self.publish, self.broker.publish_control
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Services":
@@ -208,6 +215,8 @@ class Services:
             self._deactivated(event["user_id"])
         elif event["type"] == "end_admin":
             self.admin_views.kick_user(event["user_id"], "no longer an admin")
+        elif event["type"] == "end_membership":
+            self._membership_over(event["room"], event["user_id"], event["reason"])
 
     def _sessions_over(self, session_ids: set[str]) -> None:
         self.hub.kick_sessions(session_ids, CloseCode.UNAUTHENTICATED, "session ended")
@@ -221,6 +230,20 @@ class Services:
         self._ended_users[user_id] = now
         self.hub.kick_user(user_id, CloseCode.UNAUTHENTICATED, DEACTIVATED_REASON)
         self.admin_views.kick_user(user_id, DEACTIVATED_REASON)
+
+    def _membership_over(self, room: str, user_id: int, reason: str) -> None:
+        now = time.monotonic()
+        self._ended_memberships = {
+            k: t for k, t in self._ended_memberships.items() if now - t < ENDED_USERS_MEMORY_SECS
+        }
+        self._ended_memberships[(room, user_id)] = now
+        self.hub.kick_user_in_room(room, user_id, CloseCode.FORBIDDEN, reason)
+
+    def removed_since(self, room: str, user_id: int, since: float) -> bool:
+        """Whether this process heard after the monotonic time `since` that the user was
+        removed from the room: a socket admitted before then must not stay."""
+        ended = self._ended_memberships.get((room, user_id))
+        return ended is not None and ended >= since
 
     def deactivated_since(self, user_id: int, since: float) -> bool:
         """Whether this process heard of the account's deactivation after the monotonic
@@ -262,6 +285,21 @@ class Services:
             log.warning("could not recheck sessions after a broker reconnect: %s", exc)
             return
         self._sessions_over(over)
+        await self._recheck_memberships()
+
+    async def _recheck_memberships(self) -> None:
+        """Close the sockets of users removed from their rooms while the broker was away."""
+        rooms_of: dict[int, set[str]] = {}
+        for connection in self.hub.all():
+            rooms_of.setdefault(connection.user_id, set()).add(connection.room)
+        try:
+            allowed = await self.conversations.still_readable(rooms_of)
+        except Exception as exc:
+            log.warning("could not recheck memberships after a broker reconnect: %s", exc)
+            return
+        for connection in list(self.hub.all()):
+            if connection.room not in allowed.get(connection.user_id, ()):
+                connection.kick(CloseCode.FORBIDDEN, "removed from the room")
 
     async def administer_user(
         self, username: str, is_admin: bool | None, is_active: bool | None

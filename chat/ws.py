@@ -12,10 +12,11 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from chat import events, messages, signins
+from chat.access import Action
 from chat.admin_views import AdminView
 from chat.closecodes import CloseCode
 from chat.deps import ACCESS_COOKIE, Authenticated, authenticate_token, get_services
-from chat.errors import RateLimited, RoomNotFound, StorageUnavailable
+from chat.errors import Forbidden, RateLimited, RoomNotFound, StorageUnavailable
 from chat.events import ErrorFrame
 from chat.fields import parse_since
 from chat.frames import FrameError, parse_frame
@@ -125,15 +126,21 @@ async def room_socket(websocket: WebSocket) -> None:
         found = await _admit(websocket, services)
         user = found.user
         try:
-            room_id = await services.rooms.id_of(name)
+            standing = await services.conversations.require(user, name, Action.READ)
         except RoomNotFound:
+            # Also a private room or DM the user is not in: it does not exist for them.
             raise Refused(CloseCode.NOT_FOUND, "unknown room") from None
+        except Forbidden as exc:
+            raise Refused(CloseCode.FORBIDDEN, str(exc)) from None
+        room_id = standing.room_id
         since = _since(websocket)
         if (
             services.hub.user_connections(user.username)
             >= services.settings.max_connections_per_user
         ):
             raise Refused(CloseCode.TOO_MANY, "too many connections")
+        # Opening a public room's socket makes one a member.
+        await services.conversations.join(user, standing)
     except Refused as refused:
         await _close(websocket, refused.code, refused.reason)
         return
@@ -175,6 +182,11 @@ async def _serve(
         # Deactivated after the account was read, before the hub could hear of it.
         services.hub.remove(connection)
         await _close(websocket, CloseCode.UNAUTHENTICATED, DEACTIVATED_REASON)
+        return
+    if services.removed_since(room, member.id, admitted_at):
+        # Removed from the room after its membership was read, before the hub could hear.
+        services.hub.remove(connection)
+        await _close(websocket, CloseCode.FORBIDDEN, "removed from the room")
         return
     connection.reader = reader
     services.last_seen.mark(member.id)
@@ -390,7 +402,7 @@ async def admin_socket(websocket: WebSocket) -> None:
             changed = services.presence_changed
             connections, rate = await services.figures.totals()
             stats = events.stats_frame(
-                await services.presence.snapshot(),
+                await services.conversations.operator_view(await services.presence.snapshot()),
                 connections,
                 rate,
                 services.loop_lag.take_max_ms(),

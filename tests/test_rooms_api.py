@@ -12,7 +12,20 @@ import pytest
 from tests.conftest import Account, Server, make_settings, unique
 
 MESSAGE_KEYS = {"id", "room", "user", "body", "ts", "nonce"}
-ROOM_KEYS = {"name", "created_at", "active_users"}
+# SPEC v2 "Conversations": the room object.
+ROOM_KEYS = {
+    "name",
+    "kind",
+    "topic",
+    "created_at",
+    "active_users",
+    "member_count",
+    "is_member",
+    "role",
+    "unread",
+    "mentions",
+    "last_message_id",
+}
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +69,7 @@ def room_names(http: httpx.Client) -> list[str]:
 
 
 def test_list_rooms_includes_general(server: Server, user: Account) -> None:
-    """The room list holds `general`, each room as `{name, created_at, active_users}`."""
+    """The room list holds `general`, each room as SPEC v2's room object."""
     r = api(server, user).get("/api/rooms")
     assert r.status_code == 200
     rooms = r.json()

@@ -37,7 +37,9 @@ def user_out(user: User) -> AdminUserOut:
 
 @router.get("/active-users", response_model=ActiveUsersOut, responses=ADMINS_ONLY)
 async def active_users(_admin: AdminUser, services: ServicesDep) -> ActiveUsersOut:
-    return ActiveUsersOut(rooms=await services.presence.snapshot())
+    """Who is in which room, in every room but DMs."""
+    snapshot = await services.presence.snapshot()
+    return ActiveUsersOut(rooms=await services.conversations.operator_view(snapshot))
 
 
 @router.get("/users", response_model=AdminUsersOut, responses=ADMINS_ONLY)
