@@ -156,6 +156,16 @@ class Conversations:
         )
         return await self._views(caller, query)
 
+    async def list_dms(self, caller: Caller, limit: int = ROOMS_DEFAULT_LIMIT) -> list[RoomView]:
+        """The caller's DMs, the newest first: the pages list them apart from the rooms."""
+        query = (
+            _room_query(caller)
+            .where(Room.kind == "dm", access.listed(caller.id))
+            .order_by(Room.created_at.desc(), Room.name)
+            .limit(limit)
+        )
+        return await self._views(caller, query)
+
     async def view(self, caller: Caller, name: str) -> RoomView:
         """One room, for a caller who may see it (RoomNotFound, Forbidden)."""
         standing = await self.require(caller, name, Action.SEE)
