@@ -474,8 +474,8 @@ async def open_dm(
         return await again(400, "Name at least one other person.")
     if len(others) > DM_OTHERS_MAX:
         return await again(400, f"A direct conversation has at most {DM_OTHERS_MAX} other people.")
-    unknown = [word for word in others if not is_valid_username(word)]
-    unknown += await _unknown_users(session, [w for w in others if w not in unknown])
+    missing = set(await _unknown_users(session, [w for w in others if is_valid_username(w)]))
+    unknown = [w for w in others if w in missing or not is_valid_username(w)]
     if unknown:
         return await again(404, f"No such user: {', '.join(unknown)}.")
     try:

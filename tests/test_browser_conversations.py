@@ -156,15 +156,21 @@ def test_private_room_made_and_managed_from_the_pages(
 
 def test_kicked_member_is_told_and_stays_away(server: Server, open_people: list[Person]) -> None:
     """Removed by an owner, a member's open room page says "You were removed from this room"
-    at once (4403) and opens no new socket; their page shows them gone from the owner's member
-    list too. Banned from a public room, the page says so, and opening the room again gives the
-403 page."""
+        at once (4403) and opens no new socket; their page shows them gone from the owner's member
+        list too. Banned from a public room, the page says so, and opening the room again gives the
+    403 page."""
     alice, bob, _ = open_people
     alice_account = signed_in(alice, server, "alice")
     bob_account = signed_in(bob, server, "bob")
     name = unique("team-")
-    assert api(server, alice_account, "POST", "/api/rooms", json={"name": name, "kind": "private"}) == 201
-    assert api(server, alice_account, "PUT", f"/api/rooms/{name}/members/{bob_account.username}") == 204
+    assert (
+        api(server, alice_account, "POST", "/api/rooms", json={"name": name, "kind": "private"})
+        == 201
+    )
+    assert (
+        api(server, alice_account, "PUT", f"/api/rooms/{name}/members/{bob_account.username}")
+        == 204
+    )
 
     opened: list[str] = []
     bob.page.on("websocket", lambda ws: opened.append(ws.url))
@@ -201,7 +207,7 @@ def test_kicked_member_is_told_and_stays_away(server: Server, open_people: list[
 
 
 def test_direct_messages_started_from_the_pages(server: Server, open_people: list[Person]) -> None:
-    """"New message" on the rooms page starts a direct conversation (refusing unknown names
+    """ "New message" on the rooms page starts a direct conversation (refusing unknown names
     on the page); each side's list names it by the other person, and starting it again
     reopens the same one. "Message" on a member's name opens it from a room page too."""
     alice, bob, _ = open_people
