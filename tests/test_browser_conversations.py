@@ -8,16 +8,18 @@ them from docs/screenshots/."""
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from chat.closecodes import CloseCode
 from tests.conftest import Account, Server, unique
 from tests.test_browser import ARTIFACTS, Person, chromium
 
 pytest.importorskip("axe_playwright_python", reason="the test extra is not installed")
-from axe_playwright_python.sync_playwright import Axe  # noqa: E402
-from playwright.sync_api import Browser, Page, expect  # noqa: E402
-from playwright.sync_api import TimeoutError as PlaywrightTimeoutError  # noqa: E402
+from axe_playwright_python.sync_playwright import Axe
+from playwright.sync_api import Browser, Locator, Page, WebSocketRoute, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 # A window in which a page that is meant to stay away would have reconnected: its first
 # reconnect comes within half a second.
@@ -51,7 +53,7 @@ def open_room(person: Person, room: str) -> None:
     expect(person.page.locator("#status")).to_have_text("live")
 
 
-def member(page: Page, username: str) -> object:
+def member(page: Page, username: str) -> Locator:
     return page.locator(f'#members li[data-user="{username}"]')
 
 
@@ -73,9 +75,9 @@ def script_errors(person: Person) -> list[str]:
     return [e for e in person.console_errors if not e.startswith("Failed to load resource")]
 
 
-def api(server: Server, account: Account, method: str, path: str, **kwargs: object) -> int:
+def api(server: Server, account: Account, method: str, path: str, **kwargs: Any) -> int:
     http = server.client(headers=account.headers)
-    return http.request(method, path, **kwargs).status_code  # type: ignore[arg-type]
+    return http.request(method, path, **kwargs).status_code
 
 
 def test_private_room_made_and_managed_from_the_pages(
@@ -111,12 +113,12 @@ def test_private_room_made_and_managed_from_the_pages(
     expect(page.locator("#room-kind")).to_have_text("private room")
     expect(page.locator("#room-topic")).to_have_text(topic)
     # The owner chooses each member's role; her own is "owner".
-    expect(member(page, alice_account.username).locator("select")).to_have_value("owner")  # type: ignore[attr-defined]
+    expect(member(page, alice_account.username).locator("select")).to_have_value("owner")
 
     page.fill("#add-username", bob_account.username)
     page.press("#add-username", "Enter")
     bob_item = member(page, bob_account.username)
-    expect(bob_item.locator("select")).to_have_value("member")  # type: ignore[attr-defined]
+    expect(bob_item.locator("select")).to_have_value("member")
     expect(page.locator("#member-error")).to_be_hidden()
 
     bob.goto("/rooms")
@@ -135,17 +137,24 @@ def test_private_room_made_and_managed_from_the_pages(
 
     open_room(bob, name)
     expect(bob.page.locator("#add-member")).to_be_hidden()
-    expect(member(bob.page, bob_account.username).locator(".role")).to_have_text("member")  # type: ignore[attr-defined]
+    expect(member(bob.page, bob_account.username).locator(".role")).to_have_text("member")
     # The owner makes bob a moderator: bob's open page learns it from the socket and now
     # offers him the moderators' controls.
-    bob_item.locator("select[data-action=role]").select_option("moderator")  # type: ignore[attr-defined]
-    expect(member(bob.page, bob_account.username).locator(".role")).to_have_text("moderator")  # type: ignore[attr-defined]
+    bob_item.locator("select[data-action=role]").select_option("moderator")
+    expect(member(bob.page, bob_account.username).locator(".role")).to_have_text("moderator")
     expect(bob.page.locator("#add-member")).to_be_visible()
     # Moderators act on members only: no kick for the owner.
-    expect(member(bob.page, alice_account.username).locator("[data-action=kick]")).to_have_count(0)  # type: ignore[attr-defined]
+    expect(member(bob.page, alice_account.username).locator("[data-action=kick]")).to_have_count(0)
 
     alice.say("welcome, bob")
-    expect(bob.page.locator("#messages li", has_text="welcome, bob")).to_have_count(1)
+    said = bob.page.locator("#messages li", has_text="welcome, bob")
+    expect(said).to_have_count(1)
+    # A message's author offers their card too; Escape closes it, back where one was.
+    said.locator("button.who").click()
+    expect(bob.page.locator("#person-name")).to_have_text(alice_account.username)
+    bob.page.keyboard.press("Escape")
+    expect(bob.page.locator("#person")).to_be_hidden()
+    expect(said.locator("button.who")).to_be_focused()
     accessible(page, "the room page with its member list")
     screenshot(page, "room")
 
@@ -178,13 +187,13 @@ def test_kicked_member_is_told_and_stays_away(server: Server, open_people: list[
     open_room(alice, name)
     assert len(opened) == 1
     bob_item = member(alice.page, bob_account.username)
-    bob_item.locator("button[data-action=kick]").click()  # type: ignore[attr-defined]
+    bob_item.locator("button[data-action=kick]").click()
     started = time.monotonic()
     notice = bob.page.locator("#notice")
     expect(notice).to_have_text("You were removed from this room.", timeout=REMOVAL_SHOWN_MS)
     assert time.monotonic() - started < REMOVAL_SHOWN_MS / 1000
     expect(bob.page.locator("#body")).to_be_disabled()
-    expect(bob_item).to_have_count(0)  # type: ignore[attr-defined]
+    expect(bob_item).to_have_count(0)
     with pytest.raises(PlaywrightTimeoutError), bob.page.expect_websocket(timeout=QUIET_MS):
         pass
     assert len(opened) == 1
@@ -196,7 +205,7 @@ def test_kicked_member_is_told_and_stays_away(server: Server, open_people: list[
     assert api(server, alice_account, "POST", "/api/rooms", json={"name": lobby}) == 201
     open_room(bob, lobby)
     open_room(alice, lobby)
-    member(alice.page, bob_account.username).locator("button[data-action=ban]").click()  # type: ignore[attr-defined]
+    member(alice.page, bob_account.username).locator("button[data-action=ban]").click()
     expect(bob.page.locator("#notice")).to_have_text(
         "You are banned from this room.", timeout=REMOVAL_SHOWN_MS
     )
@@ -224,6 +233,7 @@ def test_direct_messages_started_from_the_pages(server: Server, open_people: lis
     expect(page.locator("#dm-error")).to_have_text(f"No such user: {ghost}.")
     expect(page.locator("#new-message-dialog")).to_be_visible()
     accessible(page, "the rooms page with the New message dialog")
+    screenshot(page, "new-message")
 
     page.fill("#dm-users", bob_account.username)
     page.press("#dm-users", "Enter")
@@ -243,6 +253,8 @@ def test_direct_messages_started_from_the_pages(server: Server, open_people: lis
         link = person.page.locator(f'#dms li[data-room="{dm}"] a')
         expect(link).to_have_text(other.username)
         expect(person.page.locator(f'#rooms li[data-room="{dm}"]')).to_have_count(0)
+        if person is bob:
+            screenshot(person.page, "direct-messages")
 
     # Bob opens it from his list and answers; then finds alice's name in a room and asks
     # for "Message": the same conversation, not a second one.
@@ -251,10 +263,57 @@ def test_direct_messages_started_from_the_pages(server: Server, open_people: lis
     open_room(bob, "general")
     open_room(alice, "general")
     expect(member(bob.page, alice_account.username)).to_have_count(1)
-    member(bob.page, alice_account.username).locator("button.person").click()  # type: ignore[attr-defined]
+    member(bob.page, alice_account.username).locator("button.person").click()
     expect(bob.page.locator("#person-name")).to_have_text(alice_account.username)
     expect(bob.page.locator("#person-message")).to_be_focused()
     bob.page.keyboard.press("Enter")
     bob.page.wait_for_url(f"**/rooms/{dm}")
     expect(bob.page.locator("#room-title")).to_have_text(alice_account.username)
     assert script_errors(alice) == [] and script_errors(bob) == []
+
+
+def test_no_such_room_said_and_not_retried(server: Server, open_people: list[Person]) -> None:
+    """A room socket closed with 4404 (the room is gone, or was never the caller's to know)
+    leaves the page saying "This room does not exist", with no new socket."""
+    person = open_people[0]
+    signed_in(person, server, "lost")
+    opened: list[str] = []
+
+    def gone(ws: WebSocketRoute) -> None:
+        opened.append(ws.url)
+        ws.close(code=CloseCode.NOT_FOUND, reason="unknown room")
+
+    person.page.route_web_socket("**/ws/rooms/**", gone)
+    person.goto("/rooms/general")
+    expect(person.page.locator("#notice")).to_have_text("This room does not exist.")
+    expect(person.page.locator("#body")).to_be_disabled()
+    assert len(opened) == 1
+    person.page.wait_for_timeout(QUIET_MS)
+    assert len(opened) == 1
+
+
+def test_site_admin_acts_as_owner_but_not_in_dms(server: Server, open_people: list[Person]) -> None:
+    """A site admin gets the owner's controls in someone else's room (roles, kick, ban, add),
+    and is not shown anyone's DM."""
+    assert server.admin is not None
+    admin, alice = open_people[0], open_people[1]
+    alice_account = signed_in(alice, server, "alice")
+    bob_account = server.register(unique("bob"))
+    name = unique("club-")
+    assert api(server, alice_account, "POST", "/api/rooms", json={"name": name}) == 201
+    assert (
+        api(server, alice_account, "POST", "/api/dms", json={"users": [bob_account.username]})
+        == 201
+    )
+    admin.sign_in(server.admin.username)
+    expect(admin.page.locator(f'#rooms li[data-room="{name}"]')).to_have_count(1)
+    expect(admin.page.locator("#dms a")).to_have_count(0)
+    open_room(admin, name)
+    owner = member(admin.page, alice_account.username)
+    expect(owner.locator("select")).to_have_value("owner")
+    expect(owner.locator("[data-action=kick]")).to_have_count(1)
+    expect(admin.page.locator("#add-member")).to_be_visible()
+    # The same for a member of the room: the controls mirror what the server allows.
+    open_room(alice, name)
+    expect(member(alice.page, alice_account.username).locator("select")).to_have_value("owner")
+    expect(member(alice.page, server.admin.username).locator("[data-action=ban]")).to_have_count(1)
