@@ -400,3 +400,22 @@ def test_presence_and_typing_stay_inside(world: World) -> None:
             text = json.dumps(frame)
             assert w.private not in text and w.dm not in text, frame
         assert all(w.dm not in json.dumps(frame) for frame in stats)
+
+
+def test_only_dms_have_dm_names(world: World) -> None:
+    """Names starting `dm-` are kept for DMs: the `/rooms` page's form refuses them (400,
+    no room made) as `POST /api/rooms` does (422), so a room that passes for a DM is one;
+    another name is made (control)."""
+    w = world
+    http = w.browser(w.outsider)
+    csrf = http.cookies["csrf_token"]
+    taken = missing_like(w.dm)
+    r = http.post("/rooms", data={"name": taken, "csrf_token": csrf})
+    assert r.status_code == 400, r.text
+    assert "kept for direct messages" in r.text
+    assert http.post("/api/rooms", json={"name": taken}).status_code == 422
+    assert http.get(f"/api/rooms/{taken}").status_code == 404
+    made = unique("made-")
+    r = http.post("/rooms", data={"name": made, "csrf_token": csrf})
+    assert r.status_code == 303, r.text
+    assert http.get(f"/api/rooms/{made}").status_code == 200
