@@ -64,6 +64,13 @@ messages = sa.Table(
     sa.Column("nonce", sa.String(64)),
     sa.Column("ts", UTCDateTime),
 )
+joined = sa.Table(
+    "memberships",
+    sa.MetaData(),
+    sa.Column("room_id", sa.Integer),
+    sa.Column("user_id", sa.Integer),
+    sa.Column("joined_at", UTCDateTime),
+)
 
 
 @pytest.fixture(params=DATABASES)
@@ -129,7 +136,10 @@ def build_before(
         before.room_ids = dict(
             (row.name, row.id) for row in await conn.execute(sa.select(rooms.c.name, rooms.c.id))
         )
+        # The migrations made `general`, by nobody.
         assert list(before.room_ids) == ["general"]
+        general = rooms.c.id == before.room_ids["general"]
+        assert await conn.scalar(sa.select(rooms.c.created_by).where(general)) is None
         for name, creator in made.items():
             if creator is None:
                 continue
@@ -180,6 +190,18 @@ def memberships(settings: Settings) -> list[tuple[str, str, str]]:
         return sorted((row[0], row[1], row[2]) for row in result)
 
     result: list[tuple[str, str, str]] = run(settings, read)
+    return result
+
+
+def joined_at(settings: Settings, before: Before, room: str, user: str) -> datetime:
+    async def read(conn: AsyncConnection) -> datetime:
+        query = sa.select(joined.c.joined_at).where(
+            joined.c.room_id == before.room_ids[room], joined.c.user_id == before.user_ids[user]
+        )
+        found: datetime = (await conn.execute(query)).scalar_one()
+        return found
+
+    result: datetime = run(settings, read)
     return result
 
 
@@ -254,7 +276,7 @@ def test_existing_rooms_and_posters_are_carried_forward(
     wrote; each room's creator is its `owner` (also of a room with no messages, and when
     they posted in it: promoted, not added twice); the first admin (lowest id among admins)
     owns `general`, whether they had posted there or not; nobody else gets a membership;
-    every user, room and message stays."""
+    a poster joined at their first message there; every user, room and message stays."""
     posts = [*POSTS, ("general", "ann"), ("general", "ann")] if first_admin_posted else POSTS
     before = build_before(settings, PEOPLE, MADE, posts)
     assert counts(settings) == (5, 3, len(posts))
@@ -270,6 +292,9 @@ def test_existing_rooms_and_posters_are_carried_forward(
         ("lobby", "dave", "owner"),
         ("quiet", "carol", "owner"),
     ]
+    # A poster joined with their first message there; a silent creator when they made it.
+    assert joined_at(settings, before, "lobby", "carol") == T0 + timedelta(hours=2, minutes=4)
+    assert joined_at(settings, before, "quiet", "carol") == T0 + timedelta(hours=1)
     assert schema_diff(settings) == []
 
 
