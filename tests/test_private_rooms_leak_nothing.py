@@ -368,7 +368,9 @@ def test_presence_and_typing_stay_inside(world: World) -> None:
             welcome(owner_private)
             welcome(owner_dm)
             for sock, room in ((in_private, w.private), (in_dm, w.dm)):
-                recv_until(sock, of_type("presence", room=room, user=w.owner.username))
+                recv_until(
+                    sock, of_type("presence", room=room, event="join", user=w.owner.username)
+                )
             for sock in (owner_private, owner_dm):
                 send(sock, {"type": "typing"})
             for sock, room in ((in_private, w.private), (in_dm, w.dm)):
