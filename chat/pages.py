@@ -39,6 +39,7 @@ from chat.fields import (
     PASSWORD_MAX_CHARS,
     PASSWORD_MIN_CHARS,
     PASSWORD_RULE,
+    RESERVED_ROOM_NAME_RULE,
     ROOM_NAME_PATTERN,
     ROOM_NAME_RULE,
     SIGN_IN_RULE,
@@ -48,6 +49,7 @@ from chat.fields import (
     USERNAME_PATTERN,
     USERNAME_RULE,
     is_oversized_sign_in,
+    is_reserved_room_name,
     is_valid_room_name,
     is_valid_username,
     is_valid_username_search,
@@ -375,6 +377,9 @@ async def create_room(
     if not is_valid_room_name(name):
         error = f"Room names are {ROOM_NAME_RULE}."
         return await _rooms(request, services, user, 400, error, name)
+    if is_reserved_room_name(name):
+        # As `POST /api/rooms`: only the server names rooms that pass for DMs.
+        return await _rooms(request, services, user, 400, _sentence(RESERVED_ROOM_NAME_RULE), name)
     try:
         await services.rooms.create(name, user)
     except RoomExists:
