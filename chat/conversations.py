@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy import Select, and_, delete, func, select, update
+from sqlalchemy import ColumnElement, Select, and_, delete, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import aliased
 
 from chat import access, events
 from chat.access import Action, Standing
@@ -27,6 +28,8 @@ from chat.rooms import ROOMS_DEFAULT_LIMIT, RoomDirectory
 KICKED_REASON = "removed from the room"
 BANNED_REASON = "banned from the room"
 LEFT_REASON = "left the room"
+# Taken with a room's id by every change that may take away one of its owners (PostgreSQL).
+_OWNERS_LOCK = 0x6F776E
 
 
 class Caller(Protocol):
@@ -247,6 +250,12 @@ class Conversations:
         if await self._insert_member(standing.room_id, caller.id, "member"):
             await self._announce(standing.room, "join", caller.username, "member")
 
+    async def join_by_use(self, caller: User, standing: Standing) -> None:
+        """Opening a public room's socket, or posting in it, makes one a member. Only a
+        public room's: an admin looking into a private room does not become one of it."""
+        if standing.kind == "public" and not standing.is_member:
+            await self.join(caller, standing)
+
     async def put_member(self, caller: User, name: str, username: str) -> None:
         """`PUT .../members/{username}`: join yourself, or add someone."""
         if username.lower() == caller.username_key:
@@ -305,33 +314,27 @@ class Conversations:
     async def set_role(self, caller: User, name: str, username: str, role: Role) -> None:
         standing = await self.require(caller, name, Action.SET_ROLE)
         target = await self._user(username)
+        room_id = standing.room_id
         async with self._sessions() as session:
-            # The room's owners, locked (PostgreSQL), so that two owners demoting each other
-            # at once leave one.
-            owners = set(
-                await session.scalars(
-                    select(Membership.user_id)
-                    .where(Membership.room_id == standing.room_id, Membership.role == "owner")
-                    .with_for_update()
-                )
-            )
-            current = await session.scalar(
-                select(Membership.role).where(
-                    Membership.room_id == standing.room_id, Membership.user_id == target.id
-                )
-            )
+            current = await self._owners_locked(session, room_id, target.id)
             if current is None:
                 raise NotAMember()
             if current == role:
                 return
-            if current == "owner" and owners == {target.id}:
-                raise LastOwner()
-            await session.execute(
+            # One statement checks and changes, so that nothing comes between on SQLite.
+            changed = await session.scalar(
                 update(Membership)
-                .where(Membership.room_id == standing.room_id, Membership.user_id == target.id)
+                .where(
+                    Membership.room_id == room_id,
+                    Membership.user_id == target.id,
+                    or_(Membership.role != "owner", _another_owner(room_id, target.id)),
+                )
                 .values(role=role)
+                .returning(Membership.role)
             )
             await session.commit()
+        if changed is None:
+            raise LastOwner()
         await self._announce(standing.room, "role", target.username, role)
 
     async def open_dm(self, caller: User, usernames: list[str]) -> tuple[RoomView, bool]:
@@ -392,34 +395,31 @@ class Conversations:
         members stays (LastOwner)."""
         room_id = standing.room_id
         async with self._sessions() as session:
-            # The room's owners, locked (PostgreSQL), so that two owners removing each
-            # other at once leave one.
-            owners = set(
-                await session.scalars(
-                    select(Membership.user_id)
-                    .where(Membership.room_id == room_id, Membership.role == "owner")
-                    .with_for_update()
+            was = await self._owners_locked(session, room_id, user_id)
+            # One statement checks and deletes, so that nothing comes between on SQLite.
+            gone = await session.scalar(
+                delete(Membership)
+                .where(
+                    Membership.room_id == room_id,
+                    Membership.user_id == user_id,
+                    or_(
+                        Membership.role != "owner",
+                        _another_owner(room_id, user_id),
+                        ~_another_member(room_id, user_id),
+                    ),
                 )
+                .returning(Membership.role)
             )
-            others = await session.scalar(
-                select(func.count())
-                .select_from(Membership)
-                .where(Membership.room_id == room_id, Membership.user_id != user_id)
-            )
-            if owners == {user_id} and others:
+            if was is not None and gone is None:
+                await session.rollback()
                 raise LastOwner()
-            await session.execute(
-                delete(Membership).where(
-                    Membership.room_id == room_id, Membership.user_id == user_id
-                )
-            )
             if banned_by is not None:
-                already = await session.scalar(
+                banned = await session.scalar(
                     select(RoomBan.user_id).where(
                         RoomBan.room_id == room_id, RoomBan.user_id == user_id
                     )
                 )
-                if already is None:
+                if banned is None:
                     session.add(RoomBan(room_id=room_id, user_id=user_id, banned_by=banned_by))
             # An IntegrityError: banned at the same moment by another moderator.
             with contextlib.suppress(IntegrityError):
@@ -429,10 +429,33 @@ class Conversations:
         )
         await self._announce(standing.room, event, username)
 
+    async def _owners_locked(self, session: AsyncSession, room_id: int, user_id: int) -> str | None:
+        """The user's role in the room, read after taking the room's ownership lock: on
+        PostgreSQL two owners demoting or removing each other at once would each still see
+        the other as owner; there every such change takes turns. SQLite runs one write at a
+        time, and the change is one statement."""
+        if session.get_bind().dialect.name == "postgresql":
+            await session.execute(select(func.pg_advisory_xact_lock(_OWNERS_LOCK, room_id)))
+        return await session.scalar(
+            select(Membership.role).where(
+                Membership.room_id == room_id, Membership.user_id == user_id
+            )
+        )
+
     async def _announce(
         self, room: str, event: MemberEvent, username: str, role: str | None = None
     ) -> None:
         await self._publish(events.member_event(room, event, username, role))
+
+
+def _another_owner(room_id: int, user_id: int) -> ColumnElement[bool]:
+    other = aliased(Membership)
+    return exists().where(other.room_id == room_id, other.user_id != user_id, other.role == "owner")
+
+
+def _another_member(room_id: int, user_id: int) -> ColumnElement[bool]:
+    other = aliased(Membership)
+    return exists().where(other.room_id == room_id, other.user_id != user_id)
 
 
 async def _standing(

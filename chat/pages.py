@@ -428,6 +428,7 @@ async def create_room(
     if not is_valid_room_name(name):
         return await again(400, f"Room names are {ROOM_NAME_RULE}.")
     if is_reserved_room_name(name):
+        # As `POST /api/rooms`: only the server names rooms that pass for DMs.
         return await again(400, _sentence(RESERVED_ROOM_NAME_RULE))
     if kind not in CREATABLE_KINDS:
         return await again(400, "A room is either public or private.")

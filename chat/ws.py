@@ -140,7 +140,7 @@ async def room_socket(websocket: WebSocket) -> None:
         ):
             raise Refused(CloseCode.TOO_MANY, "too many connections")
         # Opening a public room's socket makes one a member.
-        await services.conversations.join(user, standing)
+        await services.conversations.join_by_use(user, standing)
     except Refused as refused:
         await _close(websocket, refused.code, refused.reason)
         return

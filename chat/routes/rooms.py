@@ -324,7 +324,7 @@ async def post_message(
     with _refusals():
         standing = await services.conversations.require(user, name, Action.POST)
         # Posting in a public room makes one a member, as opening its socket does.
-        await services.conversations.join(user, standing)
+        await services.conversations.join_by_use(user, standing)
     author = Author(user.id, user.username, user.username_key)
     try:
         stored = await services.post_message(author, name, standing.room_id, body.body, body.nonce)
