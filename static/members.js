@@ -17,8 +17,12 @@ const person = document.getElementById("person");
 const personName = document.getElementById("person-name");
 const personMessage = document.getElementById("person-message");
 const personError = document.getElementById("person-error");
+const leave = document.getElementById("leave");
+const bannedSection = document.getElementById("banned-section");
+const bannedList = document.getElementById("banned");
 
 const members = new Map();    // username -> role
+const banned = new Set();     // usernames; known to owners and moderators only
 let kind = document.body.dataset.kind;
 let myRole = null;            // the caller's role here; null: not a member
 let ended = false;            // removed or banned: no controls any more
@@ -134,6 +138,19 @@ function item(name) {
   return li;
 }
 
+function bannedItem(name) {
+  const li = document.createElement("li");
+  li.dataset.user = name;
+  const who = document.createElement("span");
+  who.className = "member-name";
+  who.textContent = name;
+  const controls = document.createElement("span");
+  controls.className = "member-actions";
+  controls.append(button("Lift ban", "unban", `Lift the ban on ${name}`));
+  li.append(who, controls);
+  return li;
+}
+
 function render() {
   // The list is drawn anew; keyboard focus stays on the control it was on.
   const focused = document.activeElement;
@@ -144,6 +161,11 @@ function render() {
     (a, b) => a.toLowerCase().localeCompare(b.toLowerCase()));
   list.replaceChildren(...names.map(item));
   addForm.hidden = ended || !moderates();
+  leave.hidden = ended || kind === "dm" || myRole === null;
+  const bans = Array.from(banned).sort(
+    (a, b) => a.toLowerCase().localeCompare(b.toLowerCase()));
+  bannedList.replaceChildren(...bans.map(bannedItem));
+  bannedSection.hidden = ended || !moderates() || bans.length === 0;
   if (was && was.user !== undefined) {
     const li = Array.from(list.children).find((el) => el.dataset.user === was.user);
     const again = li?.querySelector(`[data-action="${was.action}"]`);
@@ -162,6 +184,12 @@ async function load() {
   myRole = view.role;
   members.clear();
   for (const m of await membersResponse.json()) members.set(m.username, m.role);
+  banned.clear();
+  // Only owners and moderators may see who is banned: nobody else asks.
+  if (!moderates()) return;
+  const bansResponse = await fetch(`${roomPath()}/bans`, { credentials: "same-origin" });
+  if (!bansResponse.ok) return;
+  for (const b of await bansResponse.json()) banned.add(b.username);
 }
 
 // The list and the caller's role as the server has them now (on open, after every
@@ -191,6 +219,7 @@ export function memberFrame(frame) {
   } else {
     members.delete(frame.user);
     if (frame.user === me) myRole = null;
+    if (frame.event === "ban" && moderates()) banned.add(frame.user);
   }
   // A refresh on its way may have been answered before this change: ask again after it.
   if (loading) stale = true;
@@ -235,6 +264,24 @@ list.addEventListener("change", (event) => {
   act("PATCH", memberPath(name), { role: target.value }).then((ok) => {
     if (!ok) render();  // back to the role the member has
   });
+});
+
+bannedList.addEventListener("click", (event) => {
+  const target = event.target.closest("button[data-action=unban]");
+  if (!target) return;
+  const name = target.closest("li").dataset.user;
+  // The button goes with the ban: keep the keyboard on the form beside it.
+  act("DELETE", `${roomPath()}/bans/${encodeURIComponent(name)}`).then(() => addInput.focus());
+});
+
+leave.addEventListener("click", async () => {
+  showError(errorLine, "");
+  const response = await api("DELETE", memberPath(me));
+  if (!response.ok) {
+    showError(errorLine, await problem(response));
+    return;
+  }
+  location.assign("/rooms");
 });
 
 addForm.addEventListener("submit", async (event) => {

@@ -158,6 +158,12 @@ def test_private_room_made_and_managed_from_the_pages(
     accessible(page, "the room page with its member list")
     screenshot(page, "room")
 
+    # Bob leaves: back to his list, which no longer has the room; alice sees him go.
+    bob.page.click("#leave")
+    bob.page.wait_for_url("**/rooms")
+    expect(bob.page.locator(f'#rooms li[data-room="{name}"]')).to_have_count(0)
+    expect(member(page, bob_account.username)).to_have_count(0)
+
     for person in (alice, bob, carol):
         assert person.dialogs == [], "a script ran from a topic"
         assert script_errors(person) == []
@@ -167,7 +173,7 @@ def test_kicked_member_is_told_and_stays_away(server: Server, open_people: list[
     """Removed by an owner, a member's open room page says "You were removed from this room"
         at once (4403) and opens no new socket; their page shows them gone from the owner's member
         list too. Banned from a public room, the page says so, and opening the room again gives the
-    403 page."""
+    403 page, until the owner lifts the ban from the page."""
     alice, bob, _ = open_people
     alice_account = signed_in(alice, server, "alice")
     bob_account = signed_in(bob, server, "bob")
@@ -212,19 +218,27 @@ def test_kicked_member_is_told_and_stays_away(server: Server, open_people: list[
     response = bob.page.goto(f"{server.url}/rooms/{lobby}")
     assert response is not None and response.status == 403
     expect(bob.page.locator("#forbidden-reason")).to_have_text("Banned from this room.")
+    # The owner sees the ban, and lifts it: the room is open to him again.
+    banned = alice.page.locator(f'#banned li[data-user="{bob_account.username}"]')
+    expect(banned).to_have_count(1)
+    accessible(alice.page, "the room page with its list of bans")
+    banned.locator("button[data-action=unban]").click()
+    expect(alice.page.locator("#banned-section")).to_be_hidden()
+    open_room(bob, lobby)
     assert script_errors(alice) == []
 
 
 def test_direct_messages_started_from_the_pages(server: Server, open_people: list[Person]) -> None:
-    """ "New message" on the rooms page starts a direct conversation (refusing unknown names
-    on the page); each side's list names it by the other person, and starting it again
-    reopens the same one. "Message" on a member's name opens it from a room page too."""
+    """The rooms page's "New message" (opened from the keyboard) starts a direct conversation,
+    refusing unknown names on the page; each side's list names it by the other person, and
+    "Message" on a member's name in a room page reopens the same one."""
     alice, bob, _ = open_people
     alice_account = signed_in(alice, server, "alice")
     bob_account = signed_in(bob, server, "bob")
     page = alice.page
 
-    page.click("#new-message")
+    page.focus("#new-message")
+    page.keyboard.press("Enter")
     expect(page.locator("#new-message-dialog")).to_be_visible()
     expect(page.locator("#dm-users")).to_be_focused()
     ghost = unique("nobody")
