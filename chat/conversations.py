@@ -23,6 +23,7 @@ from chat.events import ControlEvent, MemberEvent, RoomEvent
 from chat.fields import Role
 from chat.models import Membership, Room, RoomBan, User
 from chat.presence import Presence
+from chat.ratelimit import MessageLimiter
 from chat.rooms import ROOMS_DEFAULT_LIMIT, RoomDirectory
 
 KICKED_REASON = "removed from the room"
@@ -81,8 +82,11 @@ class Conversations:
         presence: Presence,
         publish: Publish,
         publish_control: PublishControl,
+        changes: MessageLimiter,
     ) -> None:
         self._sessions = sessions
+        # Membership changes per account (RateLimited): each one reaches a whole room.
+        self._changes = changes
         self.rooms = rooms
         self._presence = presence
         self._publish = publish
@@ -101,6 +105,13 @@ class Conversations:
         (also for a room they may not know of) or Forbidden."""
         standing = await self.standing(caller, name)
         access.check(standing, action)
+        return standing
+
+    async def _change(self, caller: User, name: str, action: Action) -> Standing:
+        """`require`, then count the change against the caller's rate (RateLimited): only
+        changes the caller may make are counted, and an outsider learns nothing from a 429."""
+        standing = await self.require(caller, name, action)
+        await self._changes.acquire(caller.username_key)
         return standing
 
     async def readable(self, caller: Caller, names: list[str]) -> list[str]:
@@ -208,8 +219,8 @@ class Conversations:
         await self.rooms.create(name, caller, kind, topic)
         return await self.view(caller, name)
 
-    async def set_topic(self, caller: Caller, name: str, topic: str) -> RoomView:
-        standing = await self.require(caller, name, Action.SET_TOPIC)
+    async def set_topic(self, caller: User, name: str, topic: str) -> RoomView:
+        standing = await self._change(caller, name, Action.SET_TOPIC)
         async with self._sessions() as session:
             await session.execute(
                 update(Room).where(Room.id == standing.room_id).values(topic=topic)
@@ -259,9 +270,9 @@ class Conversations:
     async def put_member(self, caller: User, name: str, username: str) -> None:
         """`PUT .../members/{username}`: join yourself, or add someone."""
         if username.lower() == caller.username_key:
-            await self.join(caller, await self.standing(caller, name))
+            await self.join(caller, await self._change(caller, name, Action.JOIN))
             return
-        standing = await self.require(caller, name, Action.ADD)
+        standing = await self._change(caller, name, Action.ADD)
         target = await self._user(username)
         async with self._sessions() as session:
             is_banned = await session.scalar(
@@ -278,11 +289,11 @@ class Conversations:
     async def delete_member(self, caller: User, name: str, username: str) -> None:
         """`DELETE .../members/{username}`: leave, or remove someone (a kick)."""
         if username.lower() == caller.username_key:
-            standing = await self.require(caller, name, Action.LEAVE)
+            standing = await self._change(caller, name, Action.LEAVE)
             if standing.is_member:
                 await self._remove(standing, caller.id, caller.username, "leave", LEFT_REASON)
             return
-        standing = await self.require(caller, name, Action.MODERATE)
+        standing = await self._change(caller, name, Action.MODERATE)
         target = await self._user(username)
         role = await self._role_of(standing.room_id, target.id)
         if role is None:
@@ -291,7 +302,7 @@ class Conversations:
         await self._remove(standing, target.id, target.username, "kick", KICKED_REASON)
 
     async def ban(self, caller: User, name: str, username: str) -> None:
-        standing = await self.require(caller, name, Action.MODERATE)
+        standing = await self._change(caller, name, Action.MODERATE)
         target = await self._user(username)
         if target.id == caller.id:
             raise Forbidden("you cannot ban yourself")
@@ -301,7 +312,7 @@ class Conversations:
         )
 
     async def unban(self, caller: User, name: str, username: str) -> None:
-        standing = await self.require(caller, name, Action.MODERATE)
+        standing = await self._change(caller, name, Action.MODERATE)
         target = await self._user(username)
         async with self._sessions() as session:
             await session.execute(
@@ -312,7 +323,7 @@ class Conversations:
             await session.commit()
 
     async def set_role(self, caller: User, name: str, username: str, role: Role) -> None:
-        standing = await self.require(caller, name, Action.SET_ROLE)
+        standing = await self._change(caller, name, Action.SET_ROLE)
         target = await self._user(username)
         room_id = standing.room_id
         async with self._sessions() as session:
