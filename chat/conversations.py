@@ -11,7 +11,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy import ColumnElement, Select, and_, delete, exists, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
@@ -20,7 +32,7 @@ from chat import access, events
 from chat.access import Action, Standing
 from chat.errors import Forbidden, LastOwner, NotAMember, RoomNotFound, UserNotFound
 from chat.events import ControlEvent, MemberEvent, RoomEvent
-from chat.fields import Role
+from chat.fields import Role, is_valid_username
 from chat.models import Membership, Room, RoomBan, User
 from chat.presence import Presence
 from chat.ratelimit import MessageLimiter
@@ -367,6 +379,9 @@ class Conversations:
     # -- helpers -------------------------------------------------------------------------
 
     async def _user(self, username: str) -> User:
+        # A name no account can have is not looked up: PostgreSQL refuses text with NUL.
+        if not is_valid_username(username):
+            raise UserNotFound()
         async with self._sessions() as session:
             user = await session.scalar(select(User).where(User.username_key == username.lower()))
         if user is None:
@@ -383,14 +398,24 @@ class Conversations:
         return role  # type: ignore[return-value]
 
     async def _insert_member(self, room_id: int, user_id: int, role: Role) -> bool:
-        """Add a membership; False if there was one already."""
+        """Add a membership; False if there was one already, or if the user is banned: a ban
+        may land after the caller's standing was read. The check is the insert's own
+        statement, and on PostgreSQL it takes turns with removals and bans under the room's
+        lock, so that a banned user never stays a member."""
+        banned = exists().where(RoomBan.room_id == room_id, RoomBan.user_id == user_id)
+        row = select(literal(room_id), literal(user_id), literal(role)).where(~banned)
         async with self._sessions() as session:
-            session.add(Membership(room_id=room_id, user_id=user_id, role=role))
+            await self._owners_locked(session, room_id, user_id)
             try:
+                added = await session.scalar(
+                    insert(Membership)
+                    .from_select(["room_id", "user_id", "role"], row)
+                    .returning(Membership.user_id)
+                )
                 await session.commit()
             except IntegrityError:
                 return False
-        return True
+        return added is not None
 
     async def _remove(
         self,
@@ -443,8 +468,8 @@ class Conversations:
     async def _owners_locked(self, session: AsyncSession, room_id: int, user_id: int) -> str | None:
         """The user's role in the room, read after taking the room's ownership lock: on
         PostgreSQL two owners demoting or removing each other at once would each still see
-        the other as owner; there every such change takes turns. SQLite runs one write at a
-        time, and the change is one statement."""
+        the other as owner; there every such change takes turns (and so do joins with bans).
+        SQLite runs one write at a time, and the change is one statement."""
         if session.get_bind().dialect.name == "postgresql":
             await session.execute(select(func.pg_advisory_xact_lock(_OWNERS_LOCK, room_id)))
         return await session.scalar(
