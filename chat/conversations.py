@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy import Select, and_, delete, func, select, update
+from sqlalchemy import Select, and_, delete, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -110,8 +110,11 @@ class Conversations:
         async with self._sessions() as session:
             return list(await session.scalars(query))
 
-    async def still_readable(self, rooms_of: dict[int, set[str]]) -> dict[int, set[str]]:
-        """Of each user's rooms (by user id), those they may still read."""
+    async def still_admitted(self, rooms_of: dict[int, set[str]]) -> dict[int, set[str]]:
+        """Of each user's rooms (by user id), those whose sockets they may keep: rooms they
+        may read and are a member of (opening a public room's socket makes one a member, so
+        a socket there without a membership was kicked or left), or, for a site admin, a
+        private room they may read without being a member."""
         async with self._sessions() as session:
             admins = set(
                 await session.scalars(
@@ -120,8 +123,13 @@ class Conversations:
             )
             allowed: dict[int, set[str]] = {}
             for user_id, names in rooms_of.items():
+                is_admin = user_id in admins
+                member = exists().where(
+                    Membership.room_id == Room.id, Membership.user_id == user_id
+                )
+                kept = or_(member, Room.kind == "private") if is_admin else member
                 query = select(Room.name).where(
-                    Room.name.in_(names), access.readable(user_id, user_id in admins)
+                    Room.name.in_(names), access.readable(user_id, is_admin), kept
                 )
                 allowed[user_id] = set(await session.scalars(query))
         return allowed

@@ -139,8 +139,10 @@ async def room_socket(websocket: WebSocket) -> None:
             >= services.settings.max_connections_per_user
         ):
             raise Refused(CloseCode.TOO_MANY, "too many connections")
-        # Opening a public room's socket makes one a member.
-        await services.conversations.join(user, standing)
+        # Opening a public room's socket makes one a member; an admin looking into a
+        # private room they are not in stays outside it.
+        if standing.kind == "public":
+            await services.conversations.join(user, standing)
     except Refused as refused:
         await _close(websocket, refused.code, refused.reason)
         return
