@@ -367,13 +367,27 @@ class Conversations:
         return role  # type: ignore[return-value]
 
     async def _insert_member(self, room_id: int, user_id: int, role: Role) -> bool:
-        """Add a membership; False if there was one already."""
+        """Add a membership; False if there was one already. Forbidden if the user was
+        banned meanwhile: the ban's removal may have run before this insert was committed."""
         async with self._sessions() as session:
             session.add(Membership(room_id=room_id, user_id=user_id, role=role))
             try:
                 await session.commit()
             except IntegrityError:
                 return False
+            banned = await session.scalar(
+                select(RoomBan.user_id).where(
+                    RoomBan.room_id == room_id, RoomBan.user_id == user_id
+                )
+            )
+            if banned is not None:
+                await session.execute(
+                    delete(Membership).where(
+                        Membership.room_id == room_id, Membership.user_id == user_id
+                    )
+                )
+                await session.commit()
+                raise Forbidden("banned from this room")
         return True
 
     async def _remove(

@@ -142,7 +142,11 @@ async def room_socket(websocket: WebSocket) -> None:
         # Opening a public room's socket makes one a member; an admin looking into a
         # private room they are not in stays outside it.
         if standing.kind == "public":
-            await services.conversations.join(user, standing)
+            try:
+                await services.conversations.join(user, standing)
+            except Forbidden as exc:
+                # Banned while the socket was being admitted.
+                raise Refused(CloseCode.FORBIDDEN, str(exc)) from None
     except Refused as refused:
         await _close(websocket, refused.code, refused.reason)
         return

@@ -96,6 +96,18 @@ def at_once(asks: list[tuple[Node, Account, list[str]]]) -> list[httpx.Response]
     return got
 
 
+async def lock_waits(spy: asyncpg.Connection, count: int) -> None:
+    """Wait until `count` queries of this database wait for a lock."""
+    waiting = (
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    deadline = time.monotonic() + 10
+    while await spy.fetchval(waiting) != count:
+        assert time.monotonic() < deadline, f"not {count} queries waiting for a lock"
+        await asyncio.sleep(0.02)
+
+
 def test_removals_on_one_node_close_sockets_on_the_other(
     make_cluster: Callable[..., Cluster],
 ) -> None:
@@ -147,8 +159,9 @@ def test_a_socket_admitted_around_a_ban_on_the_other_node_does_not_stay(
     """The admission race, provoked exactly: a socket on node 2 that has read the user's
     standing (not banned) and is held at joining the public room (its membership insert
     waits behind a lock) while a ban through node 1 commits and node 2 hears of it, is
-    closed with 4403 before any welcome once it gets through; node 2's watcher, who heard
-    the ban, stays (the control)."""
+    closed with 4403 before any welcome once it gets through, and leaves the banned user
+    no membership and the room no `join` frame; node 2's watcher, who heard the ban, stays
+    (the control)."""
     cluster = make_cluster()
     p1, p2 = cluster.nodes
     owner, watcher, victim = (cluster.register(p1) for _ in range(3))
@@ -169,16 +182,9 @@ def test_a_socket_admitted_around_a_ban_on_the_other_node_does_not_stay(
                 room_id,
                 victim.id,
             )
-            waiting = (
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            )
-            assert await spy.fetchval(waiting) == 0
+            await lock_waits(spy, 0)
             held.append(cluster.ws(p2, f"/ws/rooms/{room}", victim))
-            deadline = time.monotonic() + 10
-            while await spy.fetchval(waiting) == 0:
-                assert time.monotonic() < deadline, "the socket never reached its join"
-                await asyncio.sleep(0.02)
+            await lock_waits(spy, 1)
             # Past its standing, held at its join: now ban, and let node 2 hear of it.
             r = await asyncio.to_thread(
                 call, p1, owner, "PUT", f"/api/rooms/{room}/bans/{victim.username}"
@@ -191,6 +197,70 @@ def test_a_socket_admitted_around_a_ban_on_the_other_node_does_not_stay(
             await spy.close()
 
     held: list[ClientConnection] = []
+    asyncio.run(hold())
+    frames, close = read_to_close(held[0])
+    assert frames == [] and close.code == FORBIDDEN
+    assert w.send("the watcher stays")["user"] == watcher.username
+    assert victim.username not in cluster.active_users(p1).get(room, [])
+    r = call(p1, owner, "GET", f"/api/rooms/{room}/members")
+    assert r.status_code == 200, r.text
+    assert victim.username not in [m["username"] for m in r.json()]
+    assert member_frame(room, "ban", victim) in w.frames
+    assert [f for f in w.frames if f["type"] == "member" and f["event"] == "join"] == []
+
+
+def test_a_socket_admitted_around_a_kick_on_the_other_node_does_not_stay(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """The admission race, provoked exactly, where only the `removed_since` guard stands: a
+    socket on node 2 that has read the user's role in a private room (a member) and is held
+    before it reads their bans, while a kick through node 1 commits and node 2 hears of it,
+    is closed with 4403 before any welcome once it gets through (no control event is left
+    to close it); node 2's watcher, who heard the kick, stays (the control)."""
+    cluster = make_cluster()
+    p1, p2 = cluster.nodes
+    owner, watcher, victim = (cluster.register(p1) for _ in range(3))
+    room = make_room(p1, owner, "private")
+    for who in (watcher, victim):
+        ok(call(p1, owner, "PUT", f"/api/rooms/{room}/members/{who.username}"))
+    w = cluster.join(p2, watcher, room)
+    held: list[ClientConnection] = []
+
+    async def hold() -> None:
+        kicker_lock, bans_lock, spy = [
+            await asyncpg.connect(cluster.database_url) for _ in range(3)
+        ]
+        try:
+            room_id = await spy.fetchval("SELECT id FROM rooms WHERE name = $1", room)
+            # The kick's removal locks the room's owners first: hold it there, past the
+            # kicker's own standing, which reads the bans.
+            kicker_tx = kicker_lock.transaction()
+            await kicker_tx.start()
+            await kicker_lock.execute(
+                "SELECT 1 FROM memberships WHERE room_id = $1 AND user_id = $2 FOR UPDATE",
+                room_id,
+                owner.id,
+            )
+            kick = asyncio.create_task(
+                asyncio.to_thread(
+                    call, p1, owner, "DELETE", f"/api/rooms/{room}/members/{victim.username}"
+                )
+            )
+            await lock_waits(spy, 1)
+            # Then hold the socket's standing between its role (member) and its bans.
+            bans_tx = bans_lock.transaction()
+            await bans_tx.start()
+            await bans_lock.execute("LOCK TABLE room_bans IN ACCESS EXCLUSIVE MODE")
+            held.append(cluster.ws(p2, f"/ws/rooms/{room}", victim))
+            await lock_waits(spy, 2)
+            await kicker_tx.rollback()
+            ok(await kick)
+            await asyncio.to_thread(w.wait, lambda f: f == member_frame(room, "kick", victim))
+            await bans_tx.rollback()
+        finally:
+            for conn in (kicker_lock, bans_lock, spy):
+                await conn.close()
+
     asyncio.run(hold())
     frames, close = read_to_close(held[0])
     assert frames == [] and close.code == FORBIDDEN
