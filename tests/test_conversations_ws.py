@@ -335,6 +335,29 @@ def test_after_a_kick_one_may_come_back_after_a_ban_only_once_it_is_lifted(srv: 
             assert say(ws, "unbanned")["user"] == user.username
 
 
+def test_once_removed_from_a_private_room_it_no_longer_exists_for_them(srv: Server) -> None:
+    """Kicked or banned from a private room, a member's socket closes with 4403, and opening
+    it again is refused like an unknown room (4404), a ban telling them no more; a member
+    still in it opens it (the control)."""
+    owner, kicked, banned, stays = (srv.register() for _ in range(4))
+    room = make_room(srv, owner, "private")
+    for who in (kicked, banned, stays):
+        add(srv, owner, room, who)
+    unknown = refused(srv, kicked, unique("no-such-room-"))[1]
+    with contextlib.ExitStack() as stack:
+        k, b = welcomed(stack, srv, kicked, room), welcomed(stack, srv, banned, room)
+        r = call(srv, owner, "DELETE", f"/api/rooms/{room}/members/{kicked.username}")
+        assert r.status_code == 204, r.text
+        r = call(srv, owner, "PUT", f"/api/rooms/{room}/bans/{banned.username}")
+        assert r.status_code == 204, r.text
+        assert read_to_close(k)[1].code == read_to_close(b)[1].code == FORBIDDEN
+    for who in (kicked, banned):
+        frames, close = refused(srv, who, room)
+        assert frames == [] and (close.code, close.reason) == (unknown.code, unknown.reason)
+    with srv.ws(f"/ws/rooms/{room}", stays) as ws:
+        assert welcome(ws)["room"] == room
+
+
 def test_no_socket_admitted_around_a_ban_stays_open(srv: Server) -> None:
     """Sockets a user opens on a public room while being banned from it, some admitted
     before, some while, some after: none stays open (each is welcomed and closed 4403, or
