@@ -1,5 +1,7 @@
 """User accounts: registration, authentication, admin promotion."""
 
+from datetime import datetime
+
 from sqlalchemy import Boolean, String, exists, func, insert, literal, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -7,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from chat import invites
 from chat.errors import RegistrationRefused, UsernameTaken
 from chat.fields import is_valid_username, username_skeleton
-from chat.models import User, UTCDateTime, utcnow
+from chat.models import Membership, Room, User, UTCDateTime, utcnow
 from chat.ratelimit import LoginThrottle
 from chat.security import PasswordHasher, hash_password, new_token_key
 from chat.settings import Registration
@@ -80,6 +82,8 @@ async def register(
         if created is None:
             await session.rollback()
             raise RegistrationRefused(bool(invite), registration == "closed")
+        if created.is_admin:
+            await _own_general_if_unowned(session, created.id, now)
         await session.commit()
     except IntegrityError:
         await session.rollback()
@@ -94,6 +98,17 @@ async def register(
         is_admin=is_admin,
         created_at=now,
         token_key=token_key,
+    )
+
+
+async def _own_general_if_unowned(session: AsyncSession, user_id: int, now: datetime) -> None:
+    """The first admin owns `general`, which the database is made with, ownerless."""
+    owned = exists().where(Membership.room_id == Room.id, Membership.role == "owner")
+    row = select(
+        Room.id, literal(user_id), literal("owner", String), literal(now, UTCDateTime)
+    ).where(Room.name == "general", ~owned)
+    await session.execute(
+        insert(Membership).from_select(["room_id", "user_id", "role", "joined_at"], row)
     )
 
 

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy import Select, and_, delete, exists, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, delete, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import aliased
 
 from chat import access, events
 from chat.access import Action, Standing
@@ -22,11 +23,14 @@ from chat.events import ControlEvent, MemberEvent, RoomEvent
 from chat.fields import Role
 from chat.models import Membership, Room, RoomBan, User
 from chat.presence import Presence
+from chat.ratelimit import MessageLimiter
 from chat.rooms import ROOMS_DEFAULT_LIMIT, RoomDirectory
 
 KICKED_REASON = "removed from the room"
 BANNED_REASON = "banned from the room"
 LEFT_REASON = "left the room"
+# Taken with a room's id by every change that may take away one of its owners (PostgreSQL).
+_OWNERS_LOCK = 0x6F776E
 
 
 class Caller(Protocol):
@@ -78,8 +82,11 @@ class Conversations:
         presence: Presence,
         publish: Publish,
         publish_control: PublishControl,
+        changes: MessageLimiter,
     ) -> None:
         self._sessions = sessions
+        # Membership changes per account (RateLimited): each one reaches a whole room.
+        self._changes = changes
         self.rooms = rooms
         self._presence = presence
         self._publish = publish
@@ -98,6 +105,13 @@ class Conversations:
         (also for a room they may not know of) or Forbidden."""
         standing = await self.standing(caller, name)
         access.check(standing, action)
+        return standing
+
+    async def _change(self, caller: User, name: str, action: Action) -> Standing:
+        """`require`, then count the change against the caller's rate (RateLimited): only
+        changes the caller may make are counted, and an outsider learns nothing from a 429."""
+        standing = await self.require(caller, name, action)
+        await self._changes.acquire(caller.username_key)
         return standing
 
     async def readable(self, caller: Caller, names: list[str]) -> list[str]:
@@ -164,6 +178,16 @@ class Conversations:
         )
         return await self._views(caller, query)
 
+    async def list_dms(self, caller: Caller, limit: int = ROOMS_DEFAULT_LIMIT) -> list[RoomView]:
+        """The caller's DMs, the newest first: the pages list them apart from the rooms."""
+        query = (
+            _room_query(caller)
+            .where(Room.kind == "dm", access.listed(caller.id))
+            .order_by(Room.created_at.desc(), Room.name)
+            .limit(limit)
+        )
+        return await self._views(caller, query)
+
     async def view(self, caller: Caller, name: str) -> RoomView:
         """One room, for a caller who may see it (RoomNotFound, Forbidden)."""
         standing = await self.require(caller, name, Action.SEE)
@@ -203,8 +227,8 @@ class Conversations:
         await self.rooms.create(name, caller, kind, topic)
         return await self.view(caller, name)
 
-    async def set_topic(self, caller: Caller, name: str, topic: str) -> RoomView:
-        standing = await self.require(caller, name, Action.SET_TOPIC)
+    async def set_topic(self, caller: User, name: str, topic: str) -> RoomView:
+        standing = await self._change(caller, name, Action.SET_TOPIC)
         async with self._sessions() as session:
             await session.execute(
                 update(Room).where(Room.id == standing.room_id).values(topic=topic)
@@ -245,12 +269,18 @@ class Conversations:
         if await self._insert_member(standing.room_id, caller.id, "member"):
             await self._announce(standing.room, "join", caller.username, "member")
 
+    async def join_by_use(self, caller: User, standing: Standing) -> None:
+        """Opening a public room's socket, or posting in it, makes one a member. Only a
+        public room's: an admin looking into a private room does not become one of it."""
+        if standing.kind == "public" and not standing.is_member:
+            await self.join(caller, standing)
+
     async def put_member(self, caller: User, name: str, username: str) -> None:
         """`PUT .../members/{username}`: join yourself, or add someone."""
         if username.lower() == caller.username_key:
-            await self.join(caller, await self.standing(caller, name))
+            await self.join(caller, await self._change(caller, name, Action.JOIN))
             return
-        standing = await self.require(caller, name, Action.ADD)
+        standing = await self._change(caller, name, Action.ADD)
         target = await self._user(username)
         async with self._sessions() as session:
             is_banned = await session.scalar(
@@ -267,11 +297,11 @@ class Conversations:
     async def delete_member(self, caller: User, name: str, username: str) -> None:
         """`DELETE .../members/{username}`: leave, or remove someone (a kick)."""
         if username.lower() == caller.username_key:
-            standing = await self.require(caller, name, Action.LEAVE)
+            standing = await self._change(caller, name, Action.LEAVE)
             if standing.is_member:
                 await self._remove(standing, caller.id, caller.username, "leave", LEFT_REASON)
             return
-        standing = await self.require(caller, name, Action.MODERATE)
+        standing = await self._change(caller, name, Action.MODERATE)
         target = await self._user(username)
         role = await self._role_of(standing.room_id, target.id)
         if role is None:
@@ -280,7 +310,7 @@ class Conversations:
         await self._remove(standing, target.id, target.username, "kick", KICKED_REASON)
 
     async def ban(self, caller: User, name: str, username: str) -> None:
-        standing = await self.require(caller, name, Action.MODERATE)
+        standing = await self._change(caller, name, Action.MODERATE)
         target = await self._user(username)
         if target.id == caller.id:
             raise Forbidden("you cannot ban yourself")
@@ -290,7 +320,7 @@ class Conversations:
         )
 
     async def unban(self, caller: User, name: str, username: str) -> None:
-        standing = await self.require(caller, name, Action.MODERATE)
+        standing = await self._change(caller, name, Action.MODERATE)
         target = await self._user(username)
         async with self._sessions() as session:
             await session.execute(
@@ -301,35 +331,29 @@ class Conversations:
             await session.commit()
 
     async def set_role(self, caller: User, name: str, username: str, role: Role) -> None:
-        standing = await self.require(caller, name, Action.SET_ROLE)
+        standing = await self._change(caller, name, Action.SET_ROLE)
         target = await self._user(username)
+        room_id = standing.room_id
         async with self._sessions() as session:
-            # The room's owners, locked (PostgreSQL), so that two owners demoting each other
-            # at once leave one.
-            owners = set(
-                await session.scalars(
-                    select(Membership.user_id)
-                    .where(Membership.room_id == standing.room_id, Membership.role == "owner")
-                    .with_for_update()
-                )
-            )
-            current = await session.scalar(
-                select(Membership.role).where(
-                    Membership.room_id == standing.room_id, Membership.user_id == target.id
-                )
-            )
+            current = await self._owners_locked(session, room_id, target.id)
             if current is None:
                 raise NotAMember()
             if current == role:
                 return
-            if current == "owner" and owners == {target.id}:
-                raise LastOwner()
-            await session.execute(
+            # One statement checks and changes, so that nothing comes between on SQLite.
+            changed = await session.scalar(
                 update(Membership)
-                .where(Membership.room_id == standing.room_id, Membership.user_id == target.id)
+                .where(
+                    Membership.room_id == room_id,
+                    Membership.user_id == target.id,
+                    or_(Membership.role != "owner", _another_owner(room_id, target.id)),
+                )
                 .values(role=role)
+                .returning(Membership.role)
             )
             await session.commit()
+        if changed is None:
+            raise LastOwner()
         await self._announce(standing.room, "role", target.username, role)
 
     async def open_dm(self, caller: User, usernames: list[str]) -> tuple[RoomView, bool]:
@@ -404,34 +428,31 @@ class Conversations:
         members stays (LastOwner)."""
         room_id = standing.room_id
         async with self._sessions() as session:
-            # The room's owners, locked (PostgreSQL), so that two owners removing each
-            # other at once leave one.
-            owners = set(
-                await session.scalars(
-                    select(Membership.user_id)
-                    .where(Membership.room_id == room_id, Membership.role == "owner")
-                    .with_for_update()
+            was = await self._owners_locked(session, room_id, user_id)
+            # One statement checks and deletes, so that nothing comes between on SQLite.
+            gone = await session.scalar(
+                delete(Membership)
+                .where(
+                    Membership.room_id == room_id,
+                    Membership.user_id == user_id,
+                    or_(
+                        Membership.role != "owner",
+                        _another_owner(room_id, user_id),
+                        ~_another_member(room_id, user_id),
+                    ),
                 )
+                .returning(Membership.role)
             )
-            others = await session.scalar(
-                select(func.count())
-                .select_from(Membership)
-                .where(Membership.room_id == room_id, Membership.user_id != user_id)
-            )
-            if owners == {user_id} and others:
+            if was is not None and gone is None:
+                await session.rollback()
                 raise LastOwner()
-            await session.execute(
-                delete(Membership).where(
-                    Membership.room_id == room_id, Membership.user_id == user_id
-                )
-            )
             if banned_by is not None:
-                already = await session.scalar(
+                banned = await session.scalar(
                     select(RoomBan.user_id).where(
                         RoomBan.room_id == room_id, RoomBan.user_id == user_id
                     )
                 )
-                if already is None:
+                if banned is None:
                     session.add(RoomBan(room_id=room_id, user_id=user_id, banned_by=banned_by))
             # An IntegrityError: banned at the same moment by another moderator.
             with contextlib.suppress(IntegrityError):
@@ -441,10 +462,33 @@ class Conversations:
         )
         await self._announce(standing.room, event, username)
 
+    async def _owners_locked(self, session: AsyncSession, room_id: int, user_id: int) -> str | None:
+        """The user's role in the room, read after taking the room's ownership lock: on
+        PostgreSQL two owners demoting or removing each other at once would each still see
+        the other as owner; there every such change takes turns. SQLite runs one write at a
+        time, and the change is one statement."""
+        if session.get_bind().dialect.name == "postgresql":
+            await session.execute(select(func.pg_advisory_xact_lock(_OWNERS_LOCK, room_id)))
+        return await session.scalar(
+            select(Membership.role).where(
+                Membership.room_id == room_id, Membership.user_id == user_id
+            )
+        )
+
     async def _announce(
         self, room: str, event: MemberEvent, username: str, role: str | None = None
     ) -> None:
         await self._publish(events.member_event(room, event, username, role))
+
+
+def _another_owner(room_id: int, user_id: int) -> ColumnElement[bool]:
+    other = aliased(Membership)
+    return exists().where(other.room_id == room_id, other.user_id != user_id, other.role == "owner")
+
+
+def _another_member(room_id: int, user_id: int) -> ColumnElement[bool]:
+    other = aliased(Membership)
+    return exists().where(other.room_id == room_id, other.user_id != user_id)
 
 
 async def _standing(

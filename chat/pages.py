@@ -1,16 +1,19 @@
 """The browser pages: server-rendered forms and the shells of the live views."""
 
 import math
+import re
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Request, status
 from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat import accounts, signins, user_admin
 from chat.access import Action
+from chat.conversations import RoomView
 from chat.db import PROJECT_DIR
 from chat.deps import (
     ACCESS_COOKIE,
@@ -35,19 +38,24 @@ from chat.errors import (
 from chat.fields import (
     BODY_MAX_CHARS,
     COMMON_PASSWORD_RULE,
+    DM_OTHERS_MAX,
     INVITE_CODE_MAX_CHARS,
     PASSWORD_MAX_CHARS,
     PASSWORD_MIN_CHARS,
     PASSWORD_RULE,
+    RESERVED_ROOM_NAME_RULE,
     ROOM_NAME_PATTERN,
     ROOM_NAME_RULE,
     SIGN_IN_RULE,
+    TOPIC_MAX_CHARS,
+    TOPIC_RULE,
     USERNAME_MAX_CHARS,
     USERNAME_MIN_CHARS,
     USERNAME_PASSWORD_RULE,
     USERNAME_PATTERN,
     USERNAME_RULE,
     is_oversized_sign_in,
+    is_reserved_room_name,
     is_valid_room_name,
     is_valid_username,
     is_valid_username_search,
@@ -75,6 +83,10 @@ templates.env.globals["rules"] = {
     "password_not_common": COMMON_PASSWORD_RULE,
     "room_name": ROOM_NAME_RULE,
     "room_name_pattern": ROOM_NAME_PATTERN,
+    "room_name_reserved": RESERVED_ROOM_NAME_RULE,
+    "topic": TOPIC_RULE,
+    "topic_max": TOPIC_MAX_CHARS,
+    "dm_others_max": DM_OTHERS_MAX,
     "body_max": BODY_MAX_CHARS,
     "invite_max": INVITE_CODE_MAX_CHARS,
 }
@@ -83,6 +95,9 @@ FormField = Annotated[str, Form()]
 CsrfField = Annotated[str, Form(alias="csrf_token")]
 # A form without the field at all gets the CSRF refusal (403) too, not a 422.
 NO_CSRF = ""
+CREATABLE_KINDS = ("public", "private")
+# How many DMs the rooms page lists, the newest first.
+DMS_SHOWN = 200
 # Past any real list of users; keeps a page's offset within the database's integers.
 MAX_OFFSET = 2**31 - 1
 
@@ -344,47 +359,144 @@ async def _rooms(
     error: str | None = None,
     name: str = "",
     after: str = "",
+    kind: str = "public",
+    topic: str = "",
+    dm_error: str | None = None,
+    dm_users: str = "",
 ) -> Response:
-    """The page of rooms after the name `after`, with a link to the next page if any."""
+    """The page of rooms after the name `after`, with a link to the next page if any, and
+    the caller's DMs, each named by its other members."""
     after = after if is_valid_room_name(after) else ""
-    found = await services.conversations.list_rooms(user, after, ROOMS_DEFAULT_LIMIT + 1)
-    more = len(found) > ROOMS_DEFAULT_LIMIT
-    found = found[:ROOMS_DEFAULT_LIMIT]
-    rooms = [(room.name, room.active_users) for room in found]
+    rooms, next_after = await _listed_rooms(services, user, after)
+    dms = await services.conversations.list_dms(user, DMS_SHOWN)
     return _render(
         request,
         "rooms.html",
         status_code,
         user=user,
         rooms=rooms,
+        dms=sorted(dms, key=lambda dm: [name.lower() for name in dm.others]),
         error=error,
         name=name,
-        next_after=found[-1].name if more else None,
+        kind=kind if kind in CREATABLE_KINDS else "public",
+        topic=topic,
+        dm_error=dm_error,
+        dm_users=dm_users,
+        next_after=next_after,
     )
+
+
+async def _listed_rooms(
+    services: Services, user: User, after: str
+) -> tuple[list[RoomView], str | None]:
+    """A page of the public and private rooms after the name `after` (DMs have a list of
+    their own), and the name the next page starts after, if there is one."""
+    found: list[RoomView] = []
+    cursor = after
+    while True:
+        batch = await services.conversations.list_rooms(user, cursor, ROOMS_DEFAULT_LIMIT + 1)
+        found.extend(room for room in batch if room.kind != "dm")
+        if len(found) > ROOMS_DEFAULT_LIMIT or len(batch) <= ROOMS_DEFAULT_LIMIT:
+            break
+        # A page of mostly DMs: read on, so that a page of rooms is never short.
+        cursor = batch[-1].name
+    if len(found) > ROOMS_DEFAULT_LIMIT:
+        return found[:ROOMS_DEFAULT_LIMIT], found[ROOMS_DEFAULT_LIMIT - 1].name
+    return found, None
 
 
 @router.post("/rooms")
 async def create_room(
-    request: Request, services: ServicesDep, name: FormField, csrf: CsrfField = NO_CSRF
+    request: Request,
+    services: ServicesDep,
+    name: FormField,
+    csrf: CsrfField = NO_CSRF,
+    kind: Annotated[str, Form()] = "public",
+    topic: Annotated[str, Form()] = "",
 ) -> Response:
     user = await _page_user(request, services)
     if user is None:
         return _to_login(request)
+
+    async def again(status_code: int, error: str) -> Response:
+        return await _rooms(
+            request, services, user, status_code, error, name, kind=kind, topic=topic
+        )
+
     if not _csrf_ok(request, csrf):
-        return await _rooms(request, services, user, 403, "Your form expired; try again.", name)
+        return await again(403, "Your form expired; try again.")
     if not is_valid_room_name(name):
-        error = f"Room names are {ROOM_NAME_RULE}."
-        return await _rooms(request, services, user, 400, error, name)
+        return await again(400, f"Room names are {ROOM_NAME_RULE}.")
+    if is_reserved_room_name(name):
+        # As `POST /api/rooms`: only the server names rooms that pass for DMs.
+        return await again(400, _sentence(RESERVED_ROOM_NAME_RULE))
+    if kind not in CREATABLE_KINDS:
+        return await again(400, "A room is either public or private.")
+    topic = topic.strip()
+    if len(topic) > TOPIC_MAX_CHARS or "\x00" in topic:
+        return await again(400, f"Topics are {TOPIC_RULE}.")
     try:
-        await services.rooms.create(name, user)
+        await services.conversations.create(user, name, kind, topic)
     except RoomExists:
-        return await _rooms(request, services, user, 409, "That room exists already.", name)
+        return await again(409, "That room exists already.")
     except RoomQuotaReached as exc:
-        return await _rooms(request, services, user, 403, f"Sorry: {exc}.", name)
+        return await again(403, f"Sorry: {exc}.")
     except RateLimited as exc:
-        error = f"Too many new rooms; try again in {math.ceil(exc.retry_after_secs)} s."
-        return await _rooms(request, services, user, 429, error, name)
+        return await again(
+            429, f"Too many new rooms; try again in {math.ceil(exc.retry_after_secs)} s."
+        )
     return RedirectResponse(f"/rooms/{name}", status.HTTP_303_SEE_OTHER)
+
+
+@router.post("/dms")
+async def open_dm(
+    request: Request,
+    services: ServicesDep,
+    session: SessionDep,
+    users: Annotated[str, Form()] = "",
+    csrf: CsrfField = NO_CSRF,
+) -> Response:
+    """The "New message" form: opens the DM with these people (made the first time) and
+    goes to it."""
+    user = await _page_user(request, services)
+    if user is None:
+        return _to_login(request)
+
+    async def again(status_code: int, error: str) -> Response:
+        return await _rooms(request, services, user, status_code, dm_error=error, dm_users=users)
+
+    if not _csrf_ok(request, csrf):
+        return await again(403, "Your form expired; try again.")
+    # One name per word; commas and @ are what people type around names.
+    words = (word.lstrip("@") for word in re.split(r"[\s,]+", users))
+    named = list(dict.fromkeys(word for word in words if word))
+    others = [word for word in named if word.lower() != user.username_key]
+    if not others:
+        return await again(400, "Name at least one other person.")
+    if len(others) > DM_OTHERS_MAX:
+        return await again(400, f"A direct conversation has at most {DM_OTHERS_MAX} other people.")
+    missing = set(await _unknown_users(session, [w for w in others if is_valid_username(w)]))
+    unknown = [w for w in others if w in missing or not is_valid_username(w)]
+    if unknown:
+        return await again(404, f"No such user: {', '.join(unknown)}.")
+    try:
+        view, _ = await services.conversations.open_dm(user, others)
+    except UserNotFound:
+        # Gone between the check and now.
+        return await again(404, "No such user.")
+    except RateLimited as exc:
+        error = f"Too many new conversations; try again in {math.ceil(exc.retry_after_secs)} s."
+        return await again(429, error)
+    return RedirectResponse(f"/rooms/{view.name}", status.HTTP_303_SEE_OTHER)
+
+
+async def _unknown_users(session: AsyncSession, usernames: list[str]) -> list[str]:
+    """Those of the names that no account has, as they were typed."""
+    if not usernames:
+        return []
+    keys = {name.lower() for name in usernames}
+    found = set(await session.scalars(select(User.username_key).where(User.username_key.in_(keys))))
+    return [name for name in usernames if name.lower() not in found]
 
 
 @router.get("/rooms/{name}")
@@ -394,11 +506,19 @@ async def room_page(request: Request, services: ServicesDep, name: str) -> Respo
         return _to_login(request)
     try:
         await services.conversations.require(user, name, Action.READ)
+        view = await services.conversations.view(user, name)
     except RoomNotFound:
         return _render(request, "not_found.html", 404, user=user, what="room")
-    except Forbidden:
-        return _render(request, "forbidden.html", 403, user=user)
-    return _render(request, "room.html", user=user, room=name)
+    except Forbidden as exc:
+        return _render(
+            request,
+            "forbidden.html",
+            403,
+            user=user,
+            heading="You may not enter this room",
+            reason=_sentence(exc.reason),
+        )
+    return _render(request, "room.html", user=user, room=name, view=view)
 
 
 @router.get("/admin")

@@ -57,6 +57,15 @@ def _room_creations(settings: Settings, broker: Broker) -> MessageLimiter:
     return RateLimiter(burst, per_sec)
 
 
+def _membership_changes(settings: Settings, broker: Broker) -> MessageLimiter:
+    """Membership changes per account, across processes when there is Redis."""
+    burst, per_sec = settings.membership_burst, settings.membership_per_min / 60
+    if isinstance(broker, RedisBroker):
+        namespace = f"{settings.redis_namespace}:membership"
+        return SharedRateLimiter(broker.client, burst, per_sec, namespace)
+    return RateLimiter(burst, per_sec)
+
+
 class Author(NamedTuple):
     """Who posts a message: what posting needs of a user, kept by a socket for its life."""
 
@@ -140,7 +149,12 @@ class Services:
         self.last_seen = LastSeen(self.sessions)
         self.hub = Hub(self._messages_after)
         self.conversations = Conversations(
-            self.sessions, self.rooms, self.presence, self.publish, self.broker.publish_control
+            self.sessions,
+            self.rooms,
+            self.presence,
+            self.publish,
+            self.broker.publish_control,
+            _membership_changes(self.settings, self.broker),
         )
 
     @classmethod

@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     rooms_per_user: int = Field(50, ge=0)
     room_create_burst: int = Field(10, ge=1)
     room_create_per_hour: float = Field(30.0, gt=0)
+    # Membership changes (joins, adds, kicks, bans, roles, topics) per account: each one is
+    # told to a whole room, so a burst, then per minute.
+    membership_burst: int = Field(30, ge=1)
+    membership_per_min: float = Field(60.0, gt=0)
 
     @field_validator("allowed_origins", mode="before")
     @classmethod

@@ -139,14 +139,12 @@ async def room_socket(websocket: WebSocket) -> None:
             >= services.settings.max_connections_per_user
         ):
             raise Refused(CloseCode.TOO_MANY, "too many connections")
-        # Opening a public room's socket makes one a member; an admin looking into a
-        # private room they are not in stays outside it.
-        if standing.kind == "public":
-            try:
-                await services.conversations.join(user, standing)
-            except Forbidden as exc:
-                # Banned while the socket was being admitted.
-                raise Refused(CloseCode.FORBIDDEN, str(exc)) from None
+        # Opening a public room's socket makes one a member.
+        try:
+            await services.conversations.join_by_use(user, standing)
+        except Forbidden as exc:
+            # Banned while the socket was being admitted.
+            raise Refused(CloseCode.FORBIDDEN, str(exc)) from None
     except Refused as refused:
         await _close(websocket, refused.code, refused.reason)
         return

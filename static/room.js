@@ -2,6 +2,7 @@
 // has sent that the server has not acknowledged yet.
 // Every piece of user data goes into the page as text (textContent), never as HTML.
 import { backoffMs, betweenMs } from "/static/backoff.js";
+import { end, memberFrame, personButton, refresh } from "/static/members.js";
 
 const room = document.body.dataset.room;
 const me = document.body.dataset.user;
@@ -14,6 +15,7 @@ const errorLine = document.getElementById("error");
 const form = document.getElementById("send");
 const input = document.getElementById("body");
 const older = document.getElementById("older");
+const notice = document.getElementById("notice");
 
 const TYPING_SEND_MS = 2000;
 const TYPING_SHOW_MS = 3000;
@@ -57,9 +59,15 @@ function messageItem(m) {
   const li = document.createElement("li");
   li.dataset.id = String(m.id);
   if (m.user === me) li.className = "mine";
-  const who = document.createElement("span");
-  who.className = "who";
-  who.textContent = m.user;
+  // Another's name offers their card ("Message").
+  let who;
+  if (m.user === me) {
+    who = document.createElement("span");
+    who.className = "who";
+    who.textContent = m.user;
+  } else {
+    who = personButton(m.user, "who");
+  }
   const when = document.createElement("time");
   when.dateTime = m.ts;
   when.textContent = new Date(m.ts).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
@@ -221,10 +229,29 @@ function connect() {
   resumed = lastId !== 0;
   socket = new WebSocket(wsUrl());
   socket.onmessage = (event) => handle(JSON.parse(event.data));
-  socket.onclose = (event) => closed(event.code);
+  socket.onclose = (event) => closed(event.code, event.reason);
 }
 
-function closed(code) {
+// Shut out of the room for good (removed, banned, or no such room): say so, and stop.
+function shutOut(text) {
+  notice.textContent = text;
+  notice.hidden = false;
+  input.disabled = true;
+  form.querySelector("button[type=submit]").disabled = true;
+  // Who is here is no longer ours to know.
+  users.replaceChildren();
+  end();
+}
+
+// The close reason says why: "removed from the room", "banned from the room", ...
+function refusal(reason) {
+  if (/banned/i.test(reason)) return "You are banned from this room.";
+  if (/removed/i.test(reason)) return "You were removed from this room.";
+  if (/left/i.test(reason)) return "You left this room.";
+  return reason ? `You may not be in this room: ${reason}.` : "You may not be in this room.";
+}
+
+function closed(code, reason) {
   socket = null;
   live = false;
   const head = firstPending();
@@ -239,9 +266,11 @@ function closed(code) {
       return;
     case 4403:
       setStatus("You are not allowed in this room", "bad");
+      shutOut(refusal(reason));
       return;
     case 4404:
       setStatus("no such room", "bad");
+      shutOut("This room does not exist.");
       return;
     case 4429:
       setStatus("Too many open connections — close other tabs", "bad");
@@ -273,6 +302,8 @@ function handle(frame) {
       frame.history.forEach(append);
       setUsers(frame.users);
       flush();
+      // Who joined or left while the socket was away: the member list as it is now.
+      refresh();
       break;
     case "message":
       append(frame);
@@ -281,6 +312,9 @@ function handle(frame) {
       break;
     case "presence":
       setUsers(frame.users);
+      break;
+    case "member":
+      memberFrame(frame);
       break;
     case "typing":
       if (frame.user !== me) showTyping(frame.user);

@@ -16,6 +16,7 @@ from websockets.frames import Close
 from websockets.sync.client import ClientConnection
 
 from chat.closecodes import CloseCode
+from chat.conversations import _OWNERS_LOCK as OWNERS_LOCK
 from tests.conftest import Account, recv, unique
 from tests.test_cluster import (
     Cluster,
@@ -232,14 +233,12 @@ def test_a_socket_admitted_around_a_kick_on_the_other_node_does_not_stay(
         ]
         try:
             room_id = await spy.fetchval("SELECT id FROM rooms WHERE name = $1", room)
-            # The kick's removal locks the room's owners first: hold it there, past the
-            # kicker's own standing, which reads the bans.
+            # The kick's removal takes the room's ownership lock first: hold it there, past
+            # the kicker's own standing, which reads the bans.
             kicker_tx = kicker_lock.transaction()
             await kicker_tx.start()
             await kicker_lock.execute(
-                "SELECT 1 FROM memberships WHERE room_id = $1 AND user_id = $2 FOR UPDATE",
-                room_id,
-                owner.id,
+                "SELECT pg_advisory_xact_lock($1::int, $2::int)", OWNERS_LOCK, room_id
             )
             kick = asyncio.create_task(
                 asyncio.to_thread(

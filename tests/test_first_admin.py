@@ -110,3 +110,18 @@ def test_first_registrations_on_a_fresh_server_make_one_admin(tmp_path: Path) ->
             assert admins.count(True) == 1, admins
         finally:
             srv.stop()
+
+
+def test_the_first_admin_owns_general(make_server: Callable[..., Server]) -> None:
+    """`general` comes with the database, ownerless; the first account, the admin, owns it.
+    Later accounts, admins made later included, do not."""
+    srv = make_server()
+    assert srv.admin is not None
+    later = srv.register()
+    with httpx.Client(base_url=srv.url, timeout=15) as http:
+        first = http.get("/api/rooms/general", headers=srv.admin.headers).json()
+        other = http.get("/api/rooms/general", headers=later.headers).json()
+        members = http.get("/api/rooms/general/members", headers=later.headers).json()
+    assert (first["role"], first["is_member"]) == ("owner", True)
+    assert (other["role"], other["is_member"]) == (None, False)
+    assert members == [{"username": srv.admin.username, "role": "owner"}]

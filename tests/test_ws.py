@@ -770,7 +770,7 @@ def test_persistent_abuse_closes_4429_and_spares_the_others(
         assert close.code == CLOSE_TOO_MANY
 
         frames = frames_until(wb, of_type("presence", event="leave", user=abuser.username))
-        # Opening the public room made the abuser a member: a `member` join comes first.
+        # The bystander's join; the abuser becoming a member, joining; its message; it leaving.
         kinds = ["presence", "member", "presence", "message", "presence"]
         assert [f["type"] for f in frames] == kinds
         send(wb, {"type": "message", "body": "all quiet", "nonce": "b-1"})

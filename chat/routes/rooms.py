@@ -58,6 +58,9 @@ NO_USER: Responses = {
     404: {"description": "No such room, or no such user in it", "model": ErrorOut}
 }
 LAST_OWNER: Responses = {409: {"description": "It would leave no owner", "model": ErrorOut}}
+CHANGES_LIMITED: Responses = {
+    429: {"description": "Membership changes too fast; see Retry-After", "model": ErrorOut}
+}
 # Ids are 64-bit integers in the database; a larger cursor would overflow the driver.
 MAX_MESSAGE_ID = 2**63 - 1
 
@@ -151,7 +154,7 @@ async def get_room(name: str, user: CurrentUser, services: ServicesDep) -> RoomO
 @router.patch(
     "/{name}",
     response_model=RoomOut,
-    responses={**UNAUTHORIZED, **NOT_ALLOWED, **NOT_FOUND, **BAD_BODY},
+    responses={**CHANGES_LIMITED, **UNAUTHORIZED, **NOT_ALLOWED, **NOT_FOUND, **BAD_BODY},
 )
 async def update_room(
     name: str, body: RoomPatchIn, user: CurrentUser, services: ServicesDep
@@ -175,7 +178,7 @@ async def list_members(name: str, user: CurrentUser, services: ServicesDep) -> l
 @router.put(
     "/{name}/members/{username}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={**UNAUTHORIZED, **NOT_ALLOWED, **NO_USER},
+    responses={**CHANGES_LIMITED, **UNAUTHORIZED, **NOT_ALLOWED, **NO_USER},
 )
 async def put_member(name: str, username: str, user: CurrentUser, services: ServicesDep) -> None:
     """Join a public room yourself, or add someone (owners and moderators)."""
@@ -186,7 +189,7 @@ async def put_member(name: str, username: str, user: CurrentUser, services: Serv
 @router.delete(
     "/{name}/members/{username}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={**UNAUTHORIZED, **NOT_ALLOWED, **NO_USER, **LAST_OWNER},
+    responses={**CHANGES_LIMITED, **UNAUTHORIZED, **NOT_ALLOWED, **NO_USER, **LAST_OWNER},
 )
 async def delete_member(name: str, username: str, user: CurrentUser, services: ServicesDep) -> None:
     """Leave, or remove someone (owners and moderators): their sockets in the room close
@@ -198,7 +201,14 @@ async def delete_member(name: str, username: str, user: CurrentUser, services: S
 @router.patch(
     "/{name}/members/{username}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={**UNAUTHORIZED, **NOT_ALLOWED, **NO_USER, **LAST_OWNER, **BAD_BODY},
+    responses={
+        **CHANGES_LIMITED,
+        **UNAUTHORIZED,
+        **NOT_ALLOWED,
+        **NO_USER,
+        **LAST_OWNER,
+        **BAD_BODY,
+    },
 )
 async def set_role(
     name: str, username: str, body: RoleIn, user: CurrentUser, services: ServicesDep
@@ -222,7 +232,7 @@ async def list_bans(name: str, user: CurrentUser, services: ServicesDep) -> list
 @router.put(
     "/{name}/bans/{username}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={**UNAUTHORIZED, **NOT_ALLOWED, **NO_USER, **LAST_OWNER},
+    responses={**CHANGES_LIMITED, **UNAUTHORIZED, **NOT_ALLOWED, **NO_USER, **LAST_OWNER},
 )
 async def ban(name: str, username: str, user: CurrentUser, services: ServicesDep) -> None:
     """Ban someone (owners and moderators): removed, their sockets closed (4403), and they
@@ -234,7 +244,7 @@ async def ban(name: str, username: str, user: CurrentUser, services: ServicesDep
 @router.delete(
     "/{name}/bans/{username}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={**UNAUTHORIZED, **NOT_ALLOWED, **NO_USER},
+    responses={**CHANGES_LIMITED, **UNAUTHORIZED, **NOT_ALLOWED, **NO_USER},
 )
 async def unban(name: str, username: str, user: CurrentUser, services: ServicesDep) -> None:
     with _refusals():
@@ -324,7 +334,7 @@ async def post_message(
     with _refusals():
         standing = await services.conversations.require(user, name, Action.POST)
         # Posting in a public room makes one a member, as opening its socket does.
-        await services.conversations.join(user, standing)
+        await services.conversations.join_by_use(user, standing)
     author = Author(user.id, user.username, user.username_key)
     try:
         stored = await services.post_message(author, name, standing.room_id, body.body, body.nonce)
