@@ -136,8 +136,11 @@ class Conversations:
         async with self._sessions() as session:
             return list(await session.scalars(query))
 
-    async def still_readable(self, rooms_of: dict[int, set[str]]) -> dict[int, set[str]]:
-        """Of each user's rooms (by user id), those they may still read."""
+    async def still_admitted(self, rooms_of: dict[int, set[str]]) -> dict[int, set[str]]:
+        """Of each user's rooms (by user id), those whose sockets they may keep: rooms they
+        may read and are a member of (opening a public room's socket makes one a member, so
+        a socket there without a membership was kicked or left), or, for a site admin, a
+        private room they may read without being a member."""
         async with self._sessions() as session:
             admins = set(
                 await session.scalars(
@@ -146,8 +149,13 @@ class Conversations:
             )
             allowed: dict[int, set[str]] = {}
             for user_id, names in rooms_of.items():
+                is_admin = user_id in admins
+                member = exists().where(
+                    Membership.room_id == Room.id, Membership.user_id == user_id
+                )
+                kept = or_(member, Room.kind == "private") if is_admin else member
                 query = select(Room.name).where(
-                    Room.name.in_(names), access.readable(user_id, user_id in admins)
+                    Room.name.in_(names), access.readable(user_id, is_admin), kept
                 )
                 allowed[user_id] = set(await session.scalars(query))
         return allowed
@@ -398,10 +406,10 @@ class Conversations:
         return role  # type: ignore[return-value]
 
     async def _insert_member(self, room_id: int, user_id: int, role: Role) -> bool:
-        """Add a membership; False if there was one already, or if the user is banned: a ban
-        may land after the caller's standing was read. The check is the insert's own
-        statement, and on PostgreSQL it takes turns with removals and bans under the room's
-        lock, so that a banned user never stays a member."""
+        """Add a membership; False if there was one already. Forbidden if the user is
+        banned: a ban may land after the caller's standing was read. The check is the
+        insert's own statement, and on PostgreSQL it takes turns with removals and bans under
+        the room's lock, so that a banned user never stays a member."""
         banned = exists().where(RoomBan.room_id == room_id, RoomBan.user_id == user_id)
         row = select(literal(room_id), literal(user_id), literal(role)).where(~banned)
         async with self._sessions() as session:
@@ -415,7 +423,9 @@ class Conversations:
                 await session.commit()
             except IntegrityError:
                 return False
-        return added is not None
+        if added is None:
+            raise Forbidden("banned from this room")
+        return True
 
     async def _remove(
         self,

@@ -307,7 +307,7 @@ class Services:
         for connection in self.hub.all():
             rooms_of.setdefault(connection.user_id, set()).add(connection.room)
         try:
-            allowed = await self.conversations.still_readable(rooms_of)
+            allowed = await self.conversations.still_admitted(rooms_of)
         except Exception as exc:
             log.warning("could not recheck memberships after a broker reconnect: %s", exc)
             return

@@ -140,7 +140,11 @@ async def room_socket(websocket: WebSocket) -> None:
         ):
             raise Refused(CloseCode.TOO_MANY, "too many connections")
         # Opening a public room's socket makes one a member.
-        await services.conversations.join_by_use(user, standing)
+        try:
+            await services.conversations.join_by_use(user, standing)
+        except Forbidden as exc:
+            # Banned while the socket was being admitted.
+            raise Refused(CloseCode.FORBIDDEN, str(exc)) from None
     except Refused as refused:
         await _close(websocket, refused.code, refused.reason)
         return
