@@ -157,12 +157,12 @@ def test_removals_on_one_node_close_sockets_on_the_other(
 def test_a_socket_admitted_around_a_ban_on_the_other_node_does_not_stay(
     make_cluster: Callable[..., Cluster],
 ) -> None:
-    """The admission race, provoked exactly: a socket on node 2 that has read the user's
-    standing (not banned) and is held at joining the public room (its membership insert
-    waits behind a lock) while a ban through node 1 commits and node 2 hears of it, is
-    closed with 4403 before any welcome once it gets through, and leaves the banned user
-    no membership and the room no `join` frame; node 2's watcher, who heard the ban, stays
-    (the control)."""
+    """The admission race, provoked exactly: a ban through node 1 and a socket on node 2
+    that has read the user's standing (not banned yet) both wait for the room's lock, the
+    ban first; once let go, the ban commits and the socket's membership insert, which checks
+    bans in the same statement, adds nothing: the socket is closed with 4403 before any
+    welcome, the banned user has no membership and the room no `join` frame; node 2's
+    watcher, who heard the ban, stays (the control)."""
     cluster = make_cluster()
     p1, p2 = cluster.nodes
     owner, watcher, victim = (cluster.register(p1) for _ in range(3))
@@ -170,31 +170,28 @@ def test_a_socket_admitted_around_a_ban_on_the_other_node_does_not_stay(
     w = cluster.join(p2, watcher, room)
 
     async def hold() -> None:
-        db = await asyncpg.connect(cluster.database_url)
+        locker = await asyncpg.connect(cluster.database_url)
         spy = await asyncpg.connect(cluster.database_url)
         try:
-            room_id = await db.fetchval("SELECT id FROM rooms WHERE name = $1", room)
-            tx = db.transaction()
+            room_id = await spy.fetchval("SELECT id FROM rooms WHERE name = $1", room)
+            tx = locker.transaction()
             await tx.start()
-            # The victim's membership, uncommitted: their socket's own insert must wait.
-            await db.execute(
-                "INSERT INTO memberships (room_id, user_id, role, joined_at)"
-                " VALUES ($1, $2, 'member', now())",
-                room_id,
-                victim.id,
+            await locker.execute(
+                "SELECT pg_advisory_xact_lock($1::int, $2::int)", OWNERS_LOCK, room_id
             )
-            await lock_waits(spy, 0)
-            held.append(cluster.ws(p2, f"/ws/rooms/{room}", victim))
+            ban = asyncio.create_task(
+                asyncio.to_thread(
+                    call, p1, owner, "PUT", f"/api/rooms/{room}/bans/{victim.username}"
+                )
+            )
             await lock_waits(spy, 1)
-            # Past its standing, held at its join: now ban, and let node 2 hear of it.
-            r = await asyncio.to_thread(
-                call, p1, owner, "PUT", f"/api/rooms/{room}/bans/{victim.username}"
-            )
-            ok(r)
-            await asyncio.to_thread(w.wait, lambda f: f == member_frame(room, "ban", victim))
+            held.append(cluster.ws(p2, f"/ws/rooms/{room}", victim))
+            await lock_waits(spy, 2)
             await tx.rollback()
+            ok(await ban)
+            await asyncio.to_thread(w.wait, lambda f: f == member_frame(room, "ban", victim))
         finally:
-            await db.close()
+            await locker.close()
             await spy.close()
 
     held: list[ClientConnection] = []
