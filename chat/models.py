@@ -11,6 +11,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     func,
     true,
 )
@@ -136,6 +137,8 @@ class Message(Base):
     __table_args__ = (
         # A client retrying with the same nonce gets the stored message back.
         Index("uq_messages_room_user_nonce", "room_id", "user_id", "nonce", unique=True),
+        # Resuming: the messages of a room changed after a given sequence number.
+        Index("ix_messages_room_change", "room_id", "change_seq"),
     )
 
     room_id: Mapped[int] = mapped_column(
@@ -147,6 +150,71 @@ class Message(Base):
     body: Mapped[str] = mapped_column(Text)
     nonce: Mapped[str | None] = mapped_column(String(64))
     ts: Mapped[datetime] = mapped_column(UTCDateTime)
+    edited_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A deleted message keeps its row (its id, author and time); its body is emptied.
+    deleted: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # The room sequence number of the message's latest change (edit, delete, reaction):
+    # changes take their numbers from the same sequence as messages (`Room.last_seq`).
+    change_seq: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class MessageChange(Base):
+    """One change of a message, by the room sequence number it took: what a process that
+    missed the change's event reads to pass the room's sequence on without a gap."""
+
+    __tablename__ = "message_changes"
+
+    room_id: Mapped[int] = mapped_column(
+        ForeignKey("rooms.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    message_seq: Mapped[int] = mapped_column(BigInteger)
+
+
+class Reaction(Base):
+    __tablename__ = "reactions"
+
+    room_id: Mapped[int] = mapped_column(
+        ForeignKey("rooms.id", ondelete="CASCADE"), primary_key=True
+    )
+    message_seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    emoji: Mapped[str] = mapped_column(String(32), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Mention(Base):
+    """A message naming, as `@username`, someone who can read its room."""
+
+    __tablename__ = "mentions"
+    __table_args__ = (
+        # A user's mentions in a room after their read marker.
+        Index("ix_mentions_user_room_seq", "user_id", "room_id", "message_seq"),
+    )
+
+    room_id: Mapped[int] = mapped_column(
+        ForeignKey("rooms.id", ondelete="CASCADE"), primary_key=True
+    )
+    message_seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class ReadMarker(Base):
+    """How far a user has read a room: every message up to `up_to`. Never moves back."""
+
+    __tablename__ = "read_markers"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    room_id: Mapped[int] = mapped_column(
+        ForeignKey("rooms.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    up_to: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class Invite(Base):
