@@ -20,7 +20,7 @@ from sqlalchemy.orm import aliased
 
 from chat.errors import Forbidden, RoomNotFound
 from chat.fields import Role
-from chat.models import Membership, Room, RoomBan
+from chat.models import Membership, Room, RoomBan, User
 
 RANKS: dict[str | None, int] = {None: 0, "member": 1, "moderator": 2, "owner": 3}
 
@@ -118,6 +118,22 @@ def readable(user_id: int, is_admin: bool) -> ColumnElement[bool]:
         and_(Room.kind == "public", not_(banned)),
         and_(Room.kind == "private", _is_member(user_id), not_(banned)),
         and_(Room.kind == "dm", _is_member(user_id)),
+    )
+
+
+def reads() -> ColumnElement[bool]:
+    """Whether the user of the row (`User`) may read the room of the row (`Room`): the
+    same rule as `readable`, for a query over many users of one room (who a message's
+    @mentions may name)."""
+    ban = aliased(RoomBan)
+    member = aliased(Membership)
+    banned = exists().where(ban.room_id == Room.id, ban.user_id == User.id)
+    is_member = exists().where(member.room_id == Room.id, member.user_id == User.id)
+    return or_(
+        and_(User.is_admin, Room.kind != "dm"),
+        and_(Room.kind == "public", not_(banned)),
+        and_(Room.kind == "private", is_member, not_(banned)),
+        and_(Room.kind == "dm", is_member),
     )
 
 

@@ -7,12 +7,13 @@ room's next sequence numbers, and inserts the new rows.
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy.engine.interfaces import Dialect
 
+from chat import mentions
 from chat.messages import StoredMessage
 from chat.models import Message, utcnow
 
@@ -43,6 +44,7 @@ class BatchSql:
     column type's conversions of timestamps both ways."""
 
     def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
         self._numbered = dialect.paramstyle == "numeric_dollar"
         self._is_sqlite = dialect.name == "sqlite"
         ts_type = Message.__table__.c.ts.type.dialect_impl(dialect)
@@ -145,6 +147,15 @@ def store_batch(
             if p.key is not None:
                 by_nonce[p.key] = message
     cursor.execute(sql.insert_messages(len(inserted)), values)
+    for p in batch:
+        # Only a body with an '@' may mention anyone: any other costs no query.
+        if id(p) in inserted and "@" in p.body:
+            message = inserted[id(p)]
+            named = mentions.record(cursor, sql.dialect, p.room_id, message.id, p.body)
+            if named:
+                inserted[id(p)] = message = replace(message, mentions=named)
+                if p.key is not None:
+                    by_nonce[p.key] = message
     return [
         (inserted[id(p)], True) if id(p) in inserted else (by_nonce[p.key], False)  # type: ignore[index]
         for p in batch

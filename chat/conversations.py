@@ -33,7 +33,7 @@ from chat.access import Action, Standing
 from chat.errors import Forbidden, LastOwner, NotAMember, RoomNotFound, UserNotFound
 from chat.events import ControlEvent, MemberEvent, RoomEvent
 from chat.fields import Role, is_valid_username
-from chat.models import Membership, Room, RoomBan, User
+from chat.models import Membership, Message, Room, RoomBan, User
 from chat.presence import Presence
 from chat.ratelimit import MessageLimiter
 from chat.rooms import ROOMS_DEFAULT_LIMIT, RoomDirectory
@@ -81,7 +81,7 @@ class MemberView:
 
 
 # A room, the caller's role in it (None: not a member), and how many members it has.
-_RoomQuery = Select[tuple[Room, str | None, int]]
+_RoomQuery = Select[tuple[Room, str | None, int, int | None]]
 Publish = Callable[[RoomEvent], Awaitable[None]]
 PublishControl = Callable[[ControlEvent], Awaitable[None]]
 
@@ -227,7 +227,7 @@ class Conversations:
                     role=row.role,
                     unread=0,
                     mentions=0,
-                    last_message_id=room.last_seq,
+                    last_message_id=row.last_message_id or 0,
                     others=tuple(others.get(room.id, ())),
                 )
             )
@@ -527,7 +527,15 @@ def _room_query(caller: Caller) -> _RoomQuery:
         .scalar_subquery()
         .label("member_count")
     )
-    return select(Room, Membership.role, member_count).outerjoin(
+    # The newest message's id: the room's sequence also numbers changes of messages.
+    last_message_id = (
+        select(func.max(Message.seq))
+        .where(Message.room_id == Room.id)
+        .correlate(Room)
+        .scalar_subquery()
+        .label("last_message_id")
+    )
+    return select(Room, Membership.role, member_count, last_message_id).outerjoin(
         Membership, and_(Membership.room_id == Room.id, Membership.user_id == caller.id)
     )
 

@@ -93,3 +93,10 @@ class RateLimited(ChatError):
 class StorageUnavailable(ChatError):
     def __str__(self) -> str:
         return "message storage is unavailable, try again"
+
+
+class MessageNotFound(ChatError):
+    """No such message in the room, or a deleted one (nothing of it is left to change)."""
+
+    def __str__(self) -> str:
+        return "message not found"

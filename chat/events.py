@@ -39,11 +39,27 @@ class MessageData(TypedDict):
     body: str
     ts: str
     nonce: str | None
+    # ISO 8601 UTC of the latest edit, or None.
+    edited_at: str | None
+    # A deleted message keeps id, user and ts; its body is "".
+    deleted: bool
+    # {emoji: [usernames, sorted]}
+    reactions: dict[str, list[str]]
+    # Usernames named as @username who can read the room, sorted.
+    mentions: list[str]
 
 
 @with_config(_EXACT)
 class MessageFrame(MessageData):
     type: Literal["message"]
+
+
+@with_config(_EXACT)
+class UpdateFrame(TypedDict):
+    """A message changed (edited, deleted, reacted to): its whole new state."""
+
+    type: Literal["update"]
+    message: MessageData
 
 
 @with_config(_EXACT)
@@ -54,6 +70,9 @@ class WelcomeFrame(TypedDict):
     users: list[str]
     history: list[MessageData]
     truncated: NotRequired[Literal[True]]
+    # Only when resuming (`?since=`): the current state of every message up to `since`
+    # changed after it, each once.
+    updates: NotRequired[list[MessageData]]
 
 
 @with_config(_EXACT)
@@ -109,6 +128,7 @@ class StatsFrame(TypedDict):
 
 ServerFrame = (
     MessageFrame
+    | UpdateFrame
     | WelcomeFrame
     | PresenceFrame
     | TypingFrame
@@ -120,6 +140,7 @@ ServerFrame = (
 # Each frame type the server sends, by its "type".
 SERVER_FRAMES: dict[str, type] = {
     "message": MessageFrame,
+    "update": UpdateFrame,
     "welcome": WelcomeFrame,
     "presence": PresenceFrame,
     "typing": TypingFrame,
@@ -139,7 +160,8 @@ class RoomEvent:
     kind: str
     # The frame, encoded once.
     payload: bytes
-    # A message's id, by which a room's messages are passed on in order; 0 for the rest.
+    # Its number in the room's sequence, by which a room's messages and their changes are
+    # passed on in order (a message's id, a change's own number); 0 for the rest.
     seq: int = 0
     # Not sent to this user's sockets (a typing hint goes to the others).
     skip_user: str | None = None
@@ -196,6 +218,10 @@ def message_data(message: StoredMessage) -> MessageData:
         "body": message.body,
         "ts": format_ts(message.ts),
         "nonce": message.nonce,
+        "edited_at": None if message.edited_at is None else format_ts(message.edited_at),
+        "deleted": message.deleted,
+        "reactions": message.reactions,
+        "mentions": list(message.mentions),
     }
 
 
@@ -206,6 +232,13 @@ def message_frame(message: StoredMessage) -> MessageFrame:
 def message_event(message: StoredMessage) -> RoomEvent:
     """A stored message, for its room's sockets."""
     return RoomEvent(message.room, "message", encode(message_frame(message)), seq=message.id)
+
+
+def update_event(message: StoredMessage, seq: int) -> RoomEvent:
+    """A change of a stored message, numbered `seq` in its room's sequence, for its room's
+    sockets: the message's whole state as it is now."""
+    frame: UpdateFrame = {"type": "update", "message": message_data(message)}
+    return RoomEvent(message.room, "update", encode(frame), seq=seq)
 
 
 def presence_event(
@@ -245,7 +278,12 @@ def error_frame(
 
 
 def welcome_frame(
-    room: str, user: str, users: list[str], history: list[StoredMessage], truncated: bool
+    room: str,
+    user: str,
+    users: list[str],
+    history: list[StoredMessage],
+    truncated: bool,
+    updates: list[StoredMessage] | None = None,
 ) -> WelcomeFrame:
     frame: WelcomeFrame = {
         "type": "welcome",
@@ -256,6 +294,8 @@ def welcome_frame(
     }
     if truncated:
         frame["truncated"] = True
+    if updates is not None:
+        frame["updates"] = [message_data(m) for m in updates]
     return frame
 
 

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -34,7 +34,8 @@ TOO_SLOW_REASON = "too slow; reconnect with since"
 # otherwise hold the connection and its buffer for as long as it keeps TCP open.
 CLOSE_DRAIN_SECS = 2.0
 
-# A frame to send: the message id it carries (0 for other frames) and its encoded event.
+# A frame to send: its number in the room's sequence (a message's id, a change's number; 0
+# for other frames) and its encoded event.
 Frame = tuple[int, bytes]
 
 
@@ -94,7 +95,8 @@ class Connection:
         # Only on servers whose transport cannot be written to: frames for `sender`.
         self.queue: asyncio.Queue[Frame] | None = None
         self.sender: asyncio.Task[None] | None = None
-        # Messages up to this id were sent in the welcome's history already.
+        # The welcome reflected the room's sequence up to here (messages in its history,
+        # changes in their current state): frames numbered up to it are not sent again.
         self.floor = 0
         self.reader: asyncio.Task[None] | None = None
         self.close_code: int | None = None
@@ -207,7 +209,9 @@ def _abort_unless_drained(sink: DirectSink) -> None:
         sink.abort()
 
 
-Fetch = Callable[[str, int], Awaitable[list[StoredMessage]]]
+# Reads a room's sequence after a number: its messages, or their events (messages and
+# changes, each with its number), ascending.
+Fetch = Callable[[str, int], Awaitable[Sequence[StoredMessage | RoomEvent]]]
 # Pause between reads of a room's missing messages that found none.
 FILL_RETRY_SECS = 0.05
 # Pause before reading again after the database failed a read.
@@ -355,7 +359,12 @@ class Hub:
                     sequencer.catch_up()  # This read's work is still to do.
                     await asyncio.sleep(FILL_ERROR_RETRY_SECS)
                     continue
-                found = [(message.id, events.message_event(message)) for message in stored]
+                found = [
+                    (item.seq, item)
+                    if isinstance(item, RoomEvent)
+                    else (item.id, events.message_event(item))
+                    for item in stored
+                ]
                 released = sequencer.fill(found)
                 if sequencer.skipped:
                     # Should not happen: a held seq implies its predecessors are committed.

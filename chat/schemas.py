@@ -157,6 +157,14 @@ class MessageOut(BaseModel):
     body: str
     ts: str = Field(description="ISO 8601, UTC")
     nonce: str | None
+    edited_at: str | None = Field(description="ISO 8601, UTC, of the latest edit; or null")
+    deleted: bool = Field(description="a deleted message keeps id, user and ts; body is empty")
+    reactions: dict[str, list[str]] = Field(description="{emoji: [usernames, sorted]}")
+    mentions: list[str] = Field(description="usernames mentioned who can read the room")
+
+
+class MessageEditIn(Strict):
+    body: Body
 
 
 class MessagesOut(BaseModel):

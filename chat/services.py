@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from chat import accounts, events, messages, signins, storage, user_admin
 from chat.admin_views import AdminViews
 from chat.broker import Broker, RedisBroker, create_broker
+from chat.changes import Changes
 from chat.closecodes import CloseCode
 from chat.conversations import Conversations
 from chat.db import Transactions, create_engine, session_factory, write_transactions
@@ -104,6 +105,8 @@ class Services:
     admin_views: AdminViews = field(default_factory=AdminViews)
     last_seen: LastSeen = field(init=False)
     conversations: Conversations = field(init=False)
+    # Edits, deletions and reactions.
+    changes: Changes = field(init=False)
     # Accounts deactivated lately, and when (monotonic) this process heard of it.
     _ended_users: dict[int, float] = field(default_factory=dict)
     # Memberships ended lately, by (room, user id), and when this process heard of it.
@@ -155,6 +158,14 @@ class Services:
             self.publish,
             self.broker.publish_control,
             _membership_changes(self.settings, self.broker),
+        )
+        self.changes = Changes(
+            self.transactions,
+            self.sessions,
+            self.conversations,
+            self.limiter,
+            self.publish,
+            timedelta(minutes=s.edit_window_minutes),
         )
 
     @classmethod
@@ -373,12 +384,17 @@ class Services:
         await self.limiter.acquire(author.username_key)
         return self.writer.submit(room, room_id, author.id, author.username, body, nonce)
 
-    async def _messages_after(self, room: str, after: int) -> list[StoredMessage]:
+    async def _messages_after(self, room: str, after: int) -> list[RoomEvent]:
+        """The room's sequence after `after`, messages and changes, for a hub to fill a gap."""
         room_id = await self.rooms.id_of(room)
         async with self.sessions() as session:
-            return await messages.history(
-                session, room_id, room, after=after, limit=messages.RESUME_MAX_MESSAGES
+            found = await messages.events_after(
+                session, room_id, room, after, messages.RESUME_MAX_MESSAGES
             )
+        return [
+            events.update_event(message, seq) if is_change else events.message_event(message)
+            for seq, message, is_change in found
+        ]
 
     async def _publish_messages(self, stored: list[StoredMessage]) -> None:
         """Announce stored messages to their rooms; called only after their commit, with

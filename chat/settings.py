@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     # NoDecode: the variable is comma-separated, not JSON; `_split_origins` parses it.
     allowed_origins: Annotated[list[str], NoDecode] = []
 
+    # How long after sending a message its author may edit it (SPEC "Message lifecycle").
+    edit_window_minutes: int = Field(1440, ge=0)
     # Every user gets a bucket of `rate_burst` messages refilled at
     # `rate_per_sec`, shared by all of their sockets and the REST post.
     rate_burst: int = Field(20, ge=1)

@@ -16,10 +16,23 @@ from chat.access import Action
 from chat.admin_views import AdminView
 from chat.closecodes import CloseCode
 from chat.deps import ACCESS_COOKIE, Authenticated, authenticate_token, get_services
-from chat.errors import Forbidden, RateLimited, RoomNotFound, StorageUnavailable
+from chat.errors import (
+    Forbidden,
+    MessageNotFound,
+    RateLimited,
+    RoomNotFound,
+    StorageUnavailable,
+)
 from chat.events import ErrorFrame
 from chat.fields import parse_since
-from chat.frames import FrameError, parse_frame
+from chat.frames import (
+    DeleteFrame,
+    EditFrame,
+    FrameError,
+    MessageFrame,
+    ReactFrame,
+    parse_frame,
+)
 from chat.hub import Connection
 from chat.messages import StoredMessage
 from chat.services import DEACTIVATED_REASON, Author, Services
@@ -206,11 +219,12 @@ async def _serve(
             await services.announce_presence(room, "join", member.username, users)
         else:
             users = await services.presence.users(room)
-        last_seq, history, truncated = await _history(services, room_id, room, since)
-        connection.floor = history[-1].id if history else min(since or 0, last_seq)
+        last_seq, history, truncated, updates = await _history(services, room_id, room, since)
+        # Everything numbered up to here is reflected in the welcome (see `_history`).
+        connection.floor = max(history[-1].id if history else 0, last_seq)
         services.hub.start_feed(room, last_seq)
-        welcome = events.welcome_frame(room, member.username, users, history, truncated)
-        del users, history
+        welcome = events.welcome_frame(room, member.username, users, history, truncated, updates)
+        del users, history, updates
         await websocket.send_text(events.encode(welcome).decode())
         del welcome
         connection.start_sending()
@@ -239,13 +253,21 @@ async def _serve(
 
 async def _history(
     services: Services, room_id: int, room: str, since: int | None
-) -> tuple[int, list[StoredMessage], bool]:
-    """The room's newest seq, read first, then the welcome's history."""
+) -> tuple[int, list[StoredMessage], bool, list[StoredMessage] | None]:
+    """The room's newest seq, read first; then the welcome's history; then, on a resume,
+    the updates: messages up to `since` changed after it, in their current state.
+
+    The room's sequence commits in order, so each read sees every number below the newest
+    it sees: the history reflects every change numbered below its newest message, and the
+    updates, read after it, every change up to the larger of that message and the seq.
+    Frames numbered up to there are not sent again; later ones are."""
     async with services.sessions() as session:
         last_seq = await messages.latest_seq(session, room_id)
         if since is None:
-            return last_seq, await messages.history(session, room_id, room), False
-        return last_seq, *await messages.resume(session, room_id, room, since)
+            return last_seq, await messages.history(session, room_id, room), False, None
+        history, truncated = await messages.resume(session, room_id, room, since)
+        updates = await messages.changed_since(session, room_id, room, since)
+        return last_seq, history, truncated, updates
 
 
 class _Strikes:
@@ -323,10 +345,8 @@ async def _handle(
         if typing.allow():
             await services.publish(events.typing_event(connection.room, member.username))
         return None
-    if frame.type != "message":
-        return events.error_frame(
-            "invalid_message", f"'{frame.type}' is not supported by this server yet"
-        )
+    if not isinstance(frame, MessageFrame):
+        return await _change(frame, connection, member, services)
     nonce = frame.nonce
     try:
         stored = await services.post_message(member, connection.room, room_id, frame.body, nonce)
@@ -343,6 +363,37 @@ async def _handle(
     stored.add_done_callback(inflight.discard)
     if len(inflight) >= MAX_UNCOMMITTED_PER_SOCKET:
         await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+    return None
+
+
+async def _change(
+    frame: EditFrame | DeleteFrame | ReactFrame,
+    connection: Connection,
+    member: Author,
+    services: Services,
+) -> ErrorFrame | None:
+    """An edit, deletion or reaction; its `update` event, to everyone in the room, is the
+    acknowledgement."""
+    changes, room = services.changes, connection.room
+    try:
+        who = await changes.who(member.id, member.username, member.username_key)
+        if isinstance(frame, EditFrame):
+            await changes.edit(who, room, frame.id, frame.body)
+        elif isinstance(frame, DeleteFrame):
+            await changes.delete(who, room, frame.id)
+        else:
+            await changes.react(who, room, frame.id, frame.emoji, frame.on)
+    except RateLimited as exc:
+        retry_after = math.ceil(exc.retry_after_secs * 100) / 100
+        return events.error_frame("rate_limited", str(exc), retry_after=retry_after)
+    except (MessageNotFound, RoomNotFound) as exc:
+        return events.error_frame("not_found", str(exc))
+    except Forbidden as exc:
+        return events.error_frame("forbidden", str(exc))
+    except Exception as exc:
+        # The database may be briefly away: the socket lives on, the change is not made.
+        log.warning("a change in %s failed: %r", room, exc)
+        return events.error_frame("unavailable", str(StorageUnavailable()))
     return None
 
 

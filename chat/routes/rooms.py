@@ -5,16 +5,18 @@ from contextlib import contextmanager
 from typing import Annotated
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 
 from chat import events, messages
 from chat.access import Action
+from chat.changes import Who
 from chat.conversations import RoomView
 from chat.deps import CurrentUser, ServicesDep, SessionDep, too_many_requests
 from chat.errors import (
     Forbidden,
     LastOwner,
+    MessageNotFound,
     NotAMember,
     RateLimited,
     RoomExists,
@@ -23,7 +25,7 @@ from chat.errors import (
     StorageUnavailable,
     UserNotFound,
 )
-from chat.fields import ROOM_NAME_PATTERN
+from chat.fields import ROOM_NAME_PATTERN, Emoji
 from chat.messages import HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT
 from chat.rooms import ROOMS_DEFAULT_LIMIT, ROOMS_MAX_LIMIT
 from chat.routes import BAD_BODY, CSRF_REFUSED, STORAGE_FAILED, UNAUTHORIZED, Responses
@@ -32,6 +34,7 @@ from chat.schemas import (
     DmIn,
     ErrorOut,
     MemberOut,
+    MessageEditIn,
     MessageIn,
     MessageOut,
     MessagesOut,
@@ -70,7 +73,7 @@ def _refusals() -> Iterator[None]:
     """Turn the conversation errors into their HTTP answers."""
     try:
         yield
-    except (RoomNotFound, UserNotFound, NotAMember) as exc:
+    except (RoomNotFound, UserNotFound, NotAMember, MessageNotFound) as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     except Forbidden as exc:
         raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from None
@@ -346,3 +349,87 @@ async def post_message(
     if not is_new:
         response.status_code = status.HTTP_200_OK
     return MessageOut(**events.message_data(message))
+
+
+MESSAGE_CHANGE: Responses = {
+    **UNAUTHORIZED,
+    **CSRF_REFUSED,
+    404: {
+        "description": "No such room (or one the caller may not know of), or no such "
+        "message in it, or a deleted one",
+        "model": ErrorOut,
+    },
+    403: {
+        "description": "Not the caller's to change (someone else's message, the edit "
+        "window is over, banned), or a cookie sign-in without the CSRF header",
+        "model": ErrorOut,
+    },
+    429: {"description": "Rate limited; see Retry-After", "model": ErrorOut},
+}
+MessageIdPath = Annotated[int, Path(ge=1, le=MAX_MESSAGE_ID)]
+EmojiPath = Annotated[Emoji, Path(description="URL-encoded")]
+
+
+def _who(user: CurrentUser) -> Who:
+    return Who(user.id, user.username, user.username_key, user.is_admin)
+
+
+@router.patch(
+    "/{name}/messages/{message_id}",
+    response_model=MessageOut,
+    responses={**MESSAGE_CHANGE, **BAD_BODY},
+)
+async def edit_message(
+    name: str,
+    message_id: MessageIdPath,
+    body: MessageEditIn,
+    user: CurrentUser,
+    services: ServicesDep,
+) -> MessageOut:
+    """Edit your own message within `CHAT_EDIT_WINDOW_MINUTES` of sending it; everyone in
+    the room gets an `update` with its new state."""
+    with _refusals():
+        message = await services.changes.edit(_who(user), name, message_id, body.body)
+    return MessageOut(**events.message_data(message))
+
+
+@router.delete(
+    "/{name}/messages/{message_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=MESSAGE_CHANGE,
+)
+async def delete_message(
+    name: str, message_id: MessageIdPath, user: CurrentUser, services: ServicesDep
+) -> None:
+    """Delete your own message, or any in a room you moderate (site admins: any in public
+    and private rooms): it keeps its id, author and time; its body, reactions and mentions
+    are gone."""
+    with _refusals():
+        await services.changes.delete(_who(user), name, message_id)
+
+
+@router.put(
+    "/{name}/messages/{message_id}/reactions/{emoji}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={**MESSAGE_CHANGE, **BAD_BODY},
+)
+async def add_reaction(
+    name: str, message_id: MessageIdPath, emoji: EmojiPath, user: CurrentUser, services: ServicesDep
+) -> None:
+    """React to a message with an emoji (one grapheme of at most 16 bytes, or a
+    `:short_name:`); reacting again with the same one changes nothing."""
+    with _refusals():
+        await services.changes.react(_who(user), name, message_id, emoji, True)
+
+
+@router.delete(
+    "/{name}/messages/{message_id}/reactions/{emoji}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={**MESSAGE_CHANGE, **BAD_BODY},
+)
+async def remove_reaction(
+    name: str, message_id: MessageIdPath, emoji: EmojiPath, user: CurrentUser, services: ServicesDep
+) -> None:
+    """Take back your reaction; taking back one you did not make changes nothing."""
+    with _refusals():
+        await services.changes.react(_who(user), name, message_id, emoji, False)
