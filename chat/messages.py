@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from sqlalchemy import Select, select
+from sqlalchemy import Row, Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat.models import Mention, Message, MessageChange, Reaction, Room, User
@@ -41,9 +41,6 @@ def format_ts(ts: datetime) -> str:
     return ts.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-_Row = tuple[int, str, str, datetime, str | None, datetime | None, bool]
-
-
 def _columns() -> Select[int, str, str, datetime, str | None, datetime | None, bool]:
     return select(
         Message.seq,
@@ -60,7 +57,7 @@ async def _with_details(
     session: AsyncSession,
     room_id: int,
     room: str,
-    rows: Sequence[tuple],  # type: ignore[type-arg]
+    rows: Sequence[Row[int, str, str, datetime, str | None, datetime | None, bool]],
 ) -> list[StoredMessage]:
     """The rows as messages, with their reactions and mentions: two queries for the whole
     page, never one per message."""
@@ -132,7 +129,7 @@ async def history(
         query = query.where(Message.seq > after).order_by(Message.seq).limit(limit)
     else:
         query = query.order_by(Message.seq.desc()).limit(limit)
-    rows = list((await session.execute(query)).tuples())
+    rows = list((await session.execute(query)).all())
     if after is None:
         rows.reverse()
     return await _with_details(session, room_id, room, rows)
@@ -164,7 +161,7 @@ async def changed_since(
         .order_by(Message.change_seq.desc())
         .limit(RESUME_MAX_UPDATES)
     )
-    rows = sorted((await session.execute(query)).tuples(), key=lambda row: row[0])
+    rows = sorted((await session.execute(query)).all(), key=lambda row: row[0])
     return await _with_details(session, room_id, room, rows)
 
 
@@ -183,7 +180,7 @@ async def events_after(
                 .order_by(MessageChange.seq)
                 .limit(limit)
             )
-        ).tuples()
+        ).all()
     )
     # Each list is complete up to its last seq only if it was cut short by the limit.
     end: int | None = None
@@ -201,7 +198,7 @@ async def events_after(
                 await session.execute(
                     _columns().where(Message.room_id == room_id, Message.seq.in_(missing))
                 )
-            ).tuples()
+            ).all()
             for message in await _with_details(session, room_id, room, list(rows)):
                 current[message.id] = message
         for seq, message_seq in changes:
