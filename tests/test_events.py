@@ -47,6 +47,19 @@ def test_every_frame_kind_a_server_sends_matches_its_definition(make_server: Any
         with httpx.Client(base_url=srv.url) as http:
             assert post(http, zed, room, "over REST").status_code == 201
         seen.append(recv_until(wa, of_type("message", user=zed.username)))
+        with srv.ws(path, zed) as wz:
+            welcome(wz)
+            send(wz, {"type": "delete", "id": 10**9})
+            seen.append(recv_until(wz, of_type("error", code="not_found")))
+        first = next(f["id"] for f in seen if f["type"] == "message" and f["nonce"] == "n-1")
+        # The admin (whose rate is untouched) deletes amy's first message.
+        with httpx.Client(base_url=srv.url, headers=srv.admin.headers) as http:
+            r = http.delete(f"/api/rooms/{room}/messages/{first}")
+            assert r.status_code == 204, r.text
+        seen.append(recv_until(wa, of_type("update")))
+    with srv.ws(f"{path}?since={first}", amy) as resumed:
+        seen.append(welcome(resumed))
+        assert seen[-1]["updates"][0]["deleted"] is True
     with srv.ws(f"{path}?since=0", amy) as resumed:
         seen.append(welcome(resumed))
 
@@ -66,6 +79,10 @@ MESSAGE = {
     "body": "b",
     "ts": "t",
     "nonce": None,
+    "edited_at": None,
+    "deleted": False,
+    "reactions": {},
+    "mentions": [],
 }
 
 
@@ -75,15 +92,8 @@ MESSAGE = {
         {"type": "typing", "room": "r", "user": "u", "extra": 1},
         {"type": "typing", "room": "r"},
         {"type": "error", "code": "no_such_code", "detail": "x"},
-        {
-            "type": "message",
-            "id": "1",
-            "room": "r",
-            "user": "u",
-            "body": "b",
-            "ts": "t",
-            "nonce": None,
-        },
+        {**MESSAGE, "id": "1"},
+        {"type": "update", "message": {k: v for k, v in MESSAGE.items() if k != "deleted"}},
         {
             "type": "welcome",
             "room": "r",
@@ -93,7 +103,14 @@ MESSAGE = {
             "truncated": False,
         },
     ],
-    ids=["extra key", "missing key", "unknown error code", "id as text", "history with type"],
+    ids=[
+        "extra key",
+        "missing key",
+        "unknown error code",
+        "id as text",
+        "update missing a field",
+        "history with type",
+    ],
 )
 def test_definitions_refuse_what_the_protocol_does_not_allow(frame: dict[str, Any]) -> None:
     """The definitions are exact, so the test above can fail."""

@@ -58,6 +58,14 @@ EXERCISES: dict[tuple[str, str], Exercise] = {
     ("DELETE", "/api/rooms/{name}/bans/{username}"): Exercise(None, 204, 403),
     ("GET", "/api/rooms/{name}/messages"): Exercise(None, 200, 200),
     ("POST", "/api/rooms/{name}/messages"): Exercise({"body": "hello"}, 201, 201),
+    # On the room's first message, the owner's: in the DM the member acts on it, and may
+    # react but neither edit nor delete it.
+    ("PATCH", "/api/rooms/{name}/messages/{message_id}"): Exercise({"body": "edited"}, 200, 403),
+    ("PUT", "/api/rooms/{name}/messages/{message_id}/reactions/{emoji}"): Exercise(None, 204, 204),
+    ("DELETE", "/api/rooms/{name}/messages/{message_id}/reactions/{emoji}"): Exercise(
+        None, 204, 204
+    ),
+    ("DELETE", "/api/rooms/{name}/messages/{message_id}"): Exercise(None, 204, 403),
     ("GET", "/rooms/{name}"): Exercise(None, 200, 200),
 }
 ROOM_SOCKET = "/ws/rooms/{name}"
@@ -183,7 +191,12 @@ def outsiders(w: World, room: str) -> list[Account]:
 
 
 def fill(path: str, name: str, username: str = "") -> str:
-    return path.replace("{name}", name).replace("{username}", username)
+    return (
+        path.replace("{name}", name)
+        .replace("{username}", username)
+        .replace("{message_id}", "1")
+        .replace("{emoji}", "%F0%9F%91%8D")
+    )
 
 
 def comparable(response: httpx.Response, name: str) -> tuple[int, str, list[tuple[str, str]]]:
