@@ -51,7 +51,19 @@ CLOSE_TOO_SLOW = CloseCode.TOO_SLOW
 CLOSE_BAD_REQUEST = CloseCode.BAD_REQUEST
 CLOSE_UNKNOWN_ROOM = CloseCode.NOT_FOUND
 CLOSE_TOO_MANY = CloseCode.TOO_MANY
-MESSAGE_KEYS = {"type", "id", "room", "user", "body", "ts", "nonce"}
+MESSAGE_KEYS = {
+    "type",
+    "id",
+    "room",
+    "user",
+    "body",
+    "ts",
+    "nonce",
+    "edited_at",
+    "deleted",
+    "reactions",
+    "mentions",
+}
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|\+00:00)$")
 
 Message = dict[str, Any]
