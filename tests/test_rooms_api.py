@@ -11,7 +11,18 @@ import pytest
 
 from tests.conftest import Account, Server, make_settings, unique
 
-MESSAGE_KEYS = {"id", "room", "user", "body", "ts", "nonce"}
+MESSAGE_KEYS = {
+    "id",
+    "room",
+    "user",
+    "body",
+    "ts",
+    "nonce",
+    "edited_at",
+    "deleted",
+    "reactions",
+    "mentions",
+}
 # SPEC v2 "Conversations": the room object.
 ROOM_KEYS = {
     "name",
