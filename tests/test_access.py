@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, true, update
 
 from chat import access
 from chat.access import Action, Standing
@@ -78,6 +78,9 @@ class World:
     readable: dict[tuple[int, bool], set[int]]
     # user id -> the ids of the rooms `access.listed` selects.
     listed: dict[int, set[int]]
+    # (user id, is_admin) -> the ids of the rooms `access.reads` pairs the user with, the
+    # user's row saying whether they are an admin.
+    reads: dict[tuple[int, bool], set[int]]
 
 
 async def build(settings: Settings) -> World:
@@ -128,6 +131,18 @@ async def build(settings: Settings) -> World:
                 listed[user.id] = set(
                     await session.scalars(select(Room.id).where(access.listed(user.id)))
                 )
+            reads = {}
+            for admin in ADMIN:
+                await session.execute(update(User).values(is_admin=admin))
+                for user in [*people.values(), stranger]:
+                    query = (
+                        select(Room.id)
+                        .select_from(User)
+                        .join(Room, true())
+                        .where(User.id == user.id, access.reads())
+                    )
+                    reads[user.id, admin] = set(await session.scalars(query))
+            await session.execute(update(User).values(is_admin=False))
             return World(
                 rooms={kind: room.id for kind, room in made.items()},
                 elsewhere={kind: room.id for kind, room in other.items()},
@@ -135,6 +150,7 @@ async def build(settings: Settings) -> World:
                 users={key: user.id for key, user in people.items()},
                 readable=readable,
                 listed=listed,
+                reads=reads,
             )
     finally:
         await engine.dispose()
@@ -203,6 +219,16 @@ def test_readable_agrees_with_check_in_every_room(world: World) -> None:
     assert world.rooms["dm"] in world.readable[world.users["member", True], False]
     assert world.elsewhere["private"] in world.readable[outsider, True]
     assert world.elsewhere["dm"] not in world.readable[outsider, True]
+
+
+def test_reads_agrees_with_readable(world: World) -> None:
+    """`reads`, the clause over a user's row that decides who a message's @mentions may
+    name, selects for every user and admin flag exactly the rooms `readable` does."""
+    assert world.reads.keys() == world.readable.keys()
+    for key, rooms in world.readable.items():
+        assert world.reads[key] == rooms, key
+    # Positive control: some rooms are read, not all by everyone.
+    assert any(world.reads.values()) and len({frozenset(r) for r in world.reads.values()}) > 1
 
 
 def test_listed_is_public_rooms_and_the_users_own(world: World) -> None:
