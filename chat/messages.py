@@ -14,7 +14,7 @@ from chat.models import Mention, Message, MessageChange, Reaction, Room, User
 HISTORY_DEFAULT_LIMIT = 50
 HISTORY_MAX_LIMIT = 200
 RESUME_MAX_MESSAGES = 500
-# Updates a resuming socket is sent at most: the most recently changed ones.
+# Updates a resuming socket is sent at most; beyond, it starts over as when truncated.
 RESUME_MAX_UPDATES = 500
 
 Reactions = dict[str, list[str]]
@@ -151,17 +151,20 @@ async def resume(
 
 async def changed_since(
     session: AsyncSession, room_id: int, room: str, since: int
-) -> list[StoredMessage]:
+) -> list[StoredMessage] | None:
     """The current state of every message up to `since` changed after `since` (by the
-    room's sequence), each once, oldest message first. Read after the history, so that it
-    reflects every change numbered below the history's newest message."""
+    room's sequence), each once, oldest message first; None if more than
+    RESUME_MAX_UPDATES (the client had better start over). Read after the history, so that
+    it reflects every change numbered below the history's newest message."""
     query = (
         _columns()
         .where(Message.room_id == room_id, Message.seq <= since, Message.change_seq > since)
-        .order_by(Message.change_seq.desc())
-        .limit(RESUME_MAX_UPDATES)
+        .order_by(Message.seq)
+        .limit(RESUME_MAX_UPDATES + 1)
     )
-    rows = sorted((await session.execute(query)).all(), key=lambda row: row[0])
+    rows = (await session.execute(query)).all()
+    if len(rows) > RESUME_MAX_UPDATES:
+        return None
     return await _with_details(session, room_id, room, rows)
 
 

@@ -267,6 +267,13 @@ async def _history(
             return last_seq, await messages.history(session, room_id, room), False, None
         history, truncated = await messages.resume(session, room_id, room, since)
         updates = await messages.changed_since(session, room_id, room, since)
+        if updates is None:
+            # Too much changed to send: start over from the newest messages, as when too
+            # many are missed (a client clears what it has on `truncated`).
+            history = await messages.history(
+                session, room_id, room, limit=messages.RESUME_MAX_MESSAGES
+            )
+            return last_seq, history, True, []
         return last_seq, history, truncated, updates
 
 

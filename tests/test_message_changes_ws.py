@@ -5,6 +5,9 @@ and resuming with `?since=` gets every change missed, exactly once."""
 from typing import Any
 from urllib.parse import quote
 
+import pytest
+
+from chat import messages
 from tests.conftest import Account, Server, of_type, recv_until
 from tests.ws_helpers import Frame, frames_until, own_message, send, welcome
 
@@ -186,3 +189,28 @@ def test_changes_while_the_welcome_is_read_are_not_lost(server: Server) -> None:
         finally:
             for ws in sockets:
                 ws.close()
+
+
+def test_too_many_changes_to_resume_start_over(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When more older messages changed than a welcome sends as updates, the resume is
+    `truncated` (the client starts over from the newest messages, in their current state)
+    rather than leaving any change out; within the bound it is not (the positive control)."""
+    monkeypatch.setattr(messages, "RESUME_MAX_UPDATES", 3)
+    amy = server.register()
+    room = server.create_room(amy)
+    sent = [say(server, amy, room, f"m{i}") for i in range(5)]
+    last = sent[-1]["id"]
+    base = f"/api/rooms/{room}/messages"
+    for message in sent[:3]:
+        rest(server, amy, "PUT", f"{base}/{message['id']}/reactions/:a:")
+    path = f"/ws/rooms/{room}?since={last}"
+    with server.ws(path, amy) as ws:
+        hello = welcome(ws)
+        assert "truncated" not in hello and len(hello["updates"]) == 3
+    rest(server, amy, "PUT", f"{base}/{sent[3]['id']}/reactions/:a:")
+    with server.ws(path, amy) as ws:
+        hello = welcome(ws)
+        assert hello["truncated"] is True and hello["updates"] == []
+        assert hello["history"] == list(history(server, amy, room).values())
