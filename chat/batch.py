@@ -69,7 +69,8 @@ class BatchSql:
             for group in self._groups(keys, 3)
         )
         return (
-            "SELECT m.room_id, m.user_id, m.nonce, m.seq, m.body, m.ts, u.username"
+            "SELECT m.room_id, m.user_id, m.nonce, m.seq, m.body, m.ts, u.username,"
+            " m.edited_at, m.deleted"
             f" FROM messages AS m JOIN users AS u ON u.id = m.user_id WHERE {terms}"
         )
 
@@ -171,8 +172,19 @@ def _already_stored(
     cursor.execute(sql.stored_with_nonce(len(keys)), [v for key in keys for v in key])
     rooms = {p.room_id: p.room for p in batch}
     return {
+        # As it is now, edited or deleted; its reactions and mentions are not read here
+        # (an acknowledgement of a retry, to its sender only).
         (room_id, user_id, nonce): StoredMessage(
-            seq, rooms[room_id], username, body, sql.ts_out(ts), nonce
+            seq,
+            rooms[room_id],
+            username,
+            body,
+            sql.ts_out(ts),
+            nonce,
+            None if edited_at is None else sql.ts_out(edited_at),
+            bool(deleted),
         )
-        for room_id, user_id, nonce, seq, body, ts, username in cursor.fetchall()
+        for room_id, user_id, nonce, seq, body, ts, username, edited_at, deleted in (
+            cursor.fetchall()
+        )
     }

@@ -274,3 +274,24 @@ def test_changes_are_rate_limited(make_server: Any) -> None:
     assert codes[0] == 204 and 429 in codes
     r = call(srv, amy, "PUT", reaction_path(room, message["id"], ":d:"))
     assert r.status_code == 429 and float(r.headers["Retry-After"]) > 0
+
+
+def test_a_retried_nonce_gets_the_message_as_it_is_now(
+    server: Server, user: Account, room: str
+) -> None:
+    """Posting again with the nonce of a message since edited, or deleted, stores nothing
+    (200) and answers with the message as it is now."""
+    with server.client() as http:
+        first = post(http, user, room, "draft", nonce="retry-me")
+        assert first.status_code == 201, first.text
+        mid = first.json()["id"]
+        r = call(server, user, "PATCH", msg_path(room, mid), {"body": "final"})
+        assert r.status_code == 200, r.text
+        again = post(http, user, room, "draft", nonce="retry-me")
+        assert again.status_code == 200 and again.json()["body"] == "final"
+        assert again.json()["edited_at"] == r.json()["edited_at"]
+        assert call(server, user, "DELETE", msg_path(room, mid)).status_code == 204
+        again = post(http, user, room, "draft", nonce="retry-me")
+    assert again.status_code == 200, again.text
+    assert again.json()["id"] == mid and again.json()["deleted"] is True
+    assert again.json()["body"] == ""
