@@ -165,7 +165,7 @@ def _apply(sql: _Sql, change: _Change, cursor: Any) -> tuple[StoredMessage, int]
         cursor.execute(
             q(
                 "SELECT u.username FROM mentions AS n JOIN users AS u ON u.id = n.user_id"
-                + of_message.replace("room_id", "n.room_id").replace("message_seq", "n.message_seq")
+                " WHERE n.room_id = ? AND n.message_seq = ?"
             ),
             [room_id, seq],
         )
