@@ -8,7 +8,7 @@ from urllib.parse import quote
 import pytest
 
 from chat import messages
-from tests.conftest import Account, Server, of_type, recv_until
+from tests.conftest import Account, Server, of_type, recv_until, run_sql
 from tests.ws_helpers import Frame, frames_until, own_message, send, welcome
 
 THUMBS = "\N{THUMBS UP SIGN}"
@@ -214,3 +214,33 @@ def test_too_many_changes_to_resume_start_over(
         hello = welcome(ws)
         assert hello["truncated"] is True and hello["updates"] == []
         assert hello["history"] == list(history(server, amy, room).values())
+
+
+def test_a_change_whose_event_was_lost_is_read_from_the_database(server: Server) -> None:
+    """A change stored but never announced (its event lost, as pub/sub may) is found when
+    the room's next event shows the gap in its sequence: sockets get its `update`, with the
+    message's current state, before the message that came after it."""
+    amy = server.register()
+    room = server.create_room(amy)
+    target = say(server, amy, room, "as posted")
+    with server.ws(f"/ws/rooms/{room}", amy) as ws:
+        welcome(ws)
+        # A change made behind the server's back: numbered, recorded, never published.
+        of_room = f"(SELECT id FROM rooms WHERE name = '{room}')"
+        run_sql(server, f"UPDATE rooms SET last_seq = last_seq + 1 WHERE name = '{room}'")
+        run_sql(
+            server,
+            "INSERT INTO message_changes (room_id, seq, message_seq)"
+            f" SELECT id, last_seq, {target['id']} FROM rooms WHERE name = '{room}'",
+        )
+        run_sql(
+            server,
+            "UPDATE messages SET body = 'changed unseen',"
+            f" change_seq = (SELECT last_seq FROM rooms WHERE name = '{room}')"
+            f" WHERE room_id = {of_room} AND seq = {target['id']}",
+        )
+        after = say(server, amy, room, "after the gap")
+        frames = frames_until(ws, of_type("message", id=after["id"]))
+        updates = [f for f in frames if f["type"] == "update"]
+        assert [u["message"]["body"] for u in updates] == ["changed unseen"]
+        assert after["id"] == target["id"] + 2
