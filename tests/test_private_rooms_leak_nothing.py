@@ -58,6 +58,7 @@ EXERCISES: dict[tuple[str, str], Exercise] = {
     ("DELETE", "/api/rooms/{name}/bans/{username}"): Exercise(None, 204, 403),
     ("GET", "/api/rooms/{name}/messages"): Exercise(None, 200, 200),
     ("POST", "/api/rooms/{name}/messages"): Exercise({"body": "hello"}, 201, 201),
+    ("PUT", "/api/rooms/{name}/read"): Exercise({"up_to": 0}, 204, 204),
     ("GET", "/rooms/{name}"): Exercise(None, 200, 200),
 }
 ROOM_SOCKET = "/ws/rooms/{name}"
