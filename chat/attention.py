@@ -9,10 +9,10 @@ that keep a user's sockets up to date about all their rooms (`read`, `activity`,
   join again); a room's creator and a DM's members start at 0, the room being empty. A
   member without a marker (none exists after migration 0010) counts from 0.
 - `unread` counts the caller's unread messages (after the marker, not their own, not
-  deleted) up to `UNREAD_CAP`; `mentions` the mentions of them after the marker, up to the
-  same cap. Non-members get 0. One query for a whole page of rooms: the counts are
-  correlated subqueries over the primary key and the mentions' index, each stopping at the
-  cap.
+  deleted) up to `UNREAD_CAP`, among the first `UNREAD_SCAN` messages after the marker;
+  `mentions` the mentions of them after the marker, up to the same cap. Non-members get 0.
+  One query for a whole page of rooms: the counts are correlated subqueries over ranges
+  of the primary key and of the mentions' index, each stopping at its limit.
 - `activity`: no work per recipient per message. A message event only marks its room as
   active on this process; the first one within a second schedules one flush a second later
   that looks up the room's local members (cached in memory, kept current by member events)
@@ -23,9 +23,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, Executable, Select, and_, func, literal, select
+from sqlalchemy import Executable, Select, Subquery, and_, func, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -39,6 +40,9 @@ log = logging.getLogger(__name__)
 
 # Counts stop here: reading a million unread messages to show "1000+" is wasted work.
 UNREAD_CAP = 1000
+# Messages after the marker looked at for `unread`: the count is exact up to the cap unless
+# more than this less the cap of them are the reader's own or deleted.
+UNREAD_SCAN = 2 * UNREAD_CAP
 # An `activity` frame per room per user at most this often.
 ACTIVITY_INTERVAL_SECS = 1.0
 
@@ -82,31 +86,44 @@ async def mark_joined(session: AsyncSession, user_id: int, room_id: int) -> None
 # -- counting ------------------------------------------------------------------------------
 
 
-def _bounded_count(query: Select[int]) -> ColumnElement[int]:
-    """How many rows `query` has, counting no further than UNREAD_CAP."""
-    capped = query.limit(UNREAD_CAP).correlate(Membership, ReadMarker).subquery()
-    return (
-        select(func.count()).select_from(capped).correlate(Membership, ReadMarker).scalar_subquery()
-    )
+def _correlated(query: Select[*tuple[Any, ...]]) -> Subquery:
+    return query.correlate(Membership, ReadMarker).subquery()
 
 
 def _counts_query() -> Select[int, int, int, int]:
     """Per membership: room id, user id, unread messages, mentions (see the module)."""
     marker = func.coalesce(ReadMarker.up_to, 0)
-    unread = _bounded_count(
-        select(literal(1)).where(
-            Message.room_id == Membership.room_id,
-            Message.seq > marker,
-            Message.user_id != Membership.user_id,
-            Message.deleted.is_(False),
-        )
+    # The first messages after the marker, by the primary key alone: a plain range of the
+    # key in its order, which every planner walks and stops at the limit (a filter on the
+    # author inside would let PostgreSQL's estimates pick a scan of the whole range).
+    after = _correlated(
+        select(Message.user_id, Message.deleted)
+        .where(Message.room_id == Membership.room_id, Message.seq > marker)
+        .order_by(Message.seq)
+        .limit(UNREAD_SCAN)
     )
-    mentioned = _bounded_count(
-        select(literal(1)).where(
+    unread = (
+        select(func.count())
+        .select_from(after)
+        .where(after.c.user_id != Membership.user_id, after.c.deleted.is_(False))
+        .correlate(Membership, ReadMarker)
+        .scalar_subquery()
+    )
+    mentioned_rows = _correlated(
+        select(literal(1).label("one"))
+        .where(
             Mention.user_id == Membership.user_id,
             Mention.room_id == Membership.room_id,
             Mention.message_seq > marker,
         )
+        .order_by(Mention.message_seq)
+        .limit(UNREAD_CAP)
+    )
+    mentioned = (
+        select(func.count())
+        .select_from(mentioned_rows)
+        .correlate(Membership, ReadMarker)
+        .scalar_subquery()
     )
     return (
         select(Membership.room_id, Membership.user_id, unread, mentioned)
@@ -121,6 +138,10 @@ def _counts_query() -> Select[int, int, int, int]:
     )
 
 
+def _capped(unread: int, mentions: int) -> tuple[int, int]:
+    return min(unread, UNREAD_CAP), mentions
+
+
 async def counts_for_rooms(
     session: AsyncSession, user_id: int, room_ids: list[int]
 ) -> dict[int, tuple[int, int]]:
@@ -128,7 +149,7 @@ async def counts_for_rooms(
     if not room_ids:
         return {}
     query = _counts_query().where(Membership.user_id == user_id, Membership.room_id.in_(room_ids))
-    return {row[0]: (row[2], row[3]) for row in await session.execute(query)}
+    return {row[0]: _capped(row[2], row[3]) for row in await session.execute(query)}
 
 
 async def counts_for_users(
@@ -136,7 +157,7 @@ async def counts_for_users(
 ) -> dict[int, tuple[int, int]]:
     """(unread, mentions) in the room of those of the users who are its members."""
     query = _counts_query().where(Membership.room_id == room_id, Membership.user_id.in_(user_ids))
-    return {row[1]: (row[2], row[3]) for row in await session.execute(query)}
+    return {row[1]: _capped(row[2], row[3]) for row in await session.execute(query)}
 
 
 # -- the sockets that listen to all of a user's rooms -------------------------------------
