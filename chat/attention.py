@@ -45,6 +45,9 @@ UNREAD_CAP = 1000
 UNREAD_SCAN = 2 * UNREAD_CAP
 # An `activity` frame per room per user at most this often.
 ACTIVITY_INTERVAL_SECS = 1.0
+# Rooms whose members a process keeps in memory; past it, the longest kept is read anew
+# when it is next needed.
+MEMBER_CACHE_ROOMS = 2000
 
 
 # -- read markers --------------------------------------------------------------------------
@@ -307,6 +310,8 @@ class Attention:
         async with self._sessions() as session:
             members = set(await session.scalars(query))
         self._members[room] = members
+        while len(self._members) > MEMBER_CACHE_ROOMS:
+            del self._members[next(iter(self._members))]
         return members
 
     def _member_changed(self, event: RoomEvent) -> None:
