@@ -14,6 +14,8 @@ Scenarios:
             against committing every message on its own (bench.baseline_commit);
             also on PostgreSQL when CHAT_BENCH_POSTGRES=1
   login     the event loop's worst lag while 20 logins hash their passwords at once
+  unread    GET /api/rooms for a member of a room of 1,000,000 unread messages (bounded
+            counts); also on PostgreSQL when CHAT_BENCH_POSTGRES=1
   attacks   hostile clients (ping and typing floods, endless headers, slowloris,
             registration, room and reconnect floods, 1 MB usernames), each for
             --duration seconds against a fresh server: its RSS growth and the others'

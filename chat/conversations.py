@@ -28,10 +28,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
-from chat import access, events
+from chat import access, attention, events
 from chat.access import Action, Standing
 from chat.errors import Forbidden, LastOwner, NotAMember, RoomNotFound, UserNotFound
-from chat.events import ControlEvent, MemberEvent, RoomEvent
+from chat.events import ControlEvent, MemberEvent, RoomChange, RoomEvent
 from chat.fields import Role, is_valid_username
 from chat.models import Membership, Message, Room, RoomBan, User
 from chat.presence import Presence
@@ -211,6 +211,9 @@ class Conversations:
             rows = (await session.execute(query)).all()
             dms = [row.Room.id for row in rows if row.Room.kind == "dm"]
             others = await _dm_others(session, dms, caller.id) if dms else {}
+            # Only a member has unread messages and mentions; one query for the page.
+            joined = [row.Room.id for row in rows if row.role is not None]
+            counts = await attention.counts_for_rooms(session, caller.id, joined)
         active = await self._presence.snapshot() if rows else {}
         views = []
         for row in rows:
@@ -225,8 +228,8 @@ class Conversations:
                     member_count=row.member_count,
                     is_member=row.role is not None,
                     role=row.role,
-                    unread=0,
-                    mentions=0,
+                    unread=counts.get(room.id, (0, 0))[0],
+                    mentions=counts.get(room.id, (0, 0))[1],
                     last_message_id=row.last_message_id or 0,
                     others=tuple(others.get(room.id, ())),
                 )
@@ -237,6 +240,9 @@ class Conversations:
         """A new public or private room, the caller its owner (RoomExists, RoomQuotaReached,
         RateLimited)."""
         await self.rooms.create(name, caller, kind, topic)
+        # Everybody can see a public room; a private one, only its owner for now.
+        users = None if kind == "public" else [caller.username]
+        await self._room_changed(users, "created", name, kind, topic)
         return await self.view(caller, name)
 
     async def set_topic(self, caller: User, name: str, topic: str) -> RoomView:
@@ -246,6 +252,8 @@ class Conversations:
                 update(Room).where(Room.id == standing.room_id).values(topic=topic)
             )
             await session.commit()
+        users = None if standing.kind == "public" else await self._member_names(standing.room_id)
+        await self._room_changed(users, "changed", name, standing.kind, topic)
         return await self.view(caller, name)
 
     # -- membership ----------------------------------------------------------------------
@@ -305,6 +313,8 @@ class Conversations:
             raise Forbidden("that user is banned from the room")
         if await self._insert_member(standing.room_id, target.id, "member"):
             await self._announce(standing.room, "join", target.username, "member")
+            view = await self.view(caller, name)
+            await self._room_changed([target.username], "added", name, view.kind, view.topic)
 
     async def delete_member(self, caller: User, name: str, username: str) -> None:
         """`DELETE .../members/{username}`: leave, or remove someone (a kick)."""
@@ -382,6 +392,9 @@ class Conversations:
         if missing:
             raise UserNotFound()
         room, created = await self.rooms.create_dm(caller, {caller.id, *found.values()})
+        if created:
+            members = await self._member_names(room.id)
+            await self._room_changed(members, "created", room.name, room.kind, room.topic)
         return await self.view(caller, room.name), created
 
     # -- helpers -------------------------------------------------------------------------
@@ -420,6 +433,9 @@ class Conversations:
                     .from_select(["room_id", "user_id", "role"], row)
                     .returning(Membership.user_id)
                 )
+                if added is not None:
+                    # A new member starts with what is there read (`chat.attention`).
+                    await attention.mark_joined(session, user_id, room_id)
                 await session.commit()
             except IntegrityError:
                 return False
@@ -487,6 +503,28 @@ class Conversations:
                 Membership.room_id == room_id, Membership.user_id == user_id
             )
         )
+
+    async def _member_names(self, room_id: int) -> list[str]:
+        query = (
+            select(User.username)
+            .join(Membership, Membership.user_id == User.id)
+            .where(Membership.room_id == room_id)
+        )
+        async with self._sessions() as session:
+            return list(await session.scalars(query))
+
+    async def _room_changed(
+        self, users: list[str] | None, event: RoomChange, name: str, kind: str, topic: str
+    ) -> None:
+        """Tell these users' (None: everybody's) `/ws/me` sockets, on every process."""
+        frame: events.RoomFrame = {
+            "type": "room",
+            "event": event,
+            "room": name,
+            "kind": kind,
+            "topic": topic,
+        }
+        await self._publish_control({"type": "room", "users": users, "frame": frame})
 
     async def _announce(
         self, room: str, event: MemberEvent, username: str, role: str | None = None

@@ -126,6 +126,51 @@ class StatsFrame(TypedDict):
     loop_lag_ms: float
 
 
+@with_config(_EXACT)
+class ReadFrame(TypedDict):
+    """The user's read marker in a room moved (SPEC "Attention"): to all their sockets."""
+
+    type: Literal["read"]
+    room: str
+    up_to: int
+
+
+@with_config(_EXACT)
+class ActivityFrame(TypedDict):
+    """New messages in a room of the user's that the socket is not looking at; at most
+    once a second per room. `unread` counts up to `attention.UNREAD_CAP`."""
+
+    type: Literal["activity"]
+    room: str
+    last_message_id: int
+    unread: int
+    mentions: int
+
+
+RoomChange = Literal["created", "added", "changed", "deleted"]
+
+
+@with_config(_EXACT)
+class RoomFrame(TypedDict):
+    """A room the user can see came to be (`created`: a new public room, their own, or a DM
+    with them), was opened to them (`added`), changed (`changed`: its topic), or went away
+    (`deleted`). The client reads the room object anew: `GET /api/rooms/{name}`."""
+
+    type: Literal["room"]
+    event: RoomChange
+    room: str
+    kind: str
+    topic: str
+
+
+@with_config(_EXACT)
+class ReadyFrame(TypedDict):
+    """The first frame of `/ws/me`: from now on the socket hears of the user's rooms."""
+
+    type: Literal["ready"]
+    user: str
+
+
 ServerFrame = (
     MessageFrame
     | UpdateFrame
@@ -135,6 +180,10 @@ ServerFrame = (
     | MemberFrame
     | ErrorFrame
     | StatsFrame
+    | ReadFrame
+    | ActivityFrame
+    | RoomFrame
+    | ReadyFrame
 )
 
 # Each frame type the server sends, by its "type".
@@ -147,6 +196,10 @@ SERVER_FRAMES: dict[str, type] = {
     "member": MemberFrame,
     "error": ErrorFrame,
     "stats": StatsFrame,
+    "read": ReadFrame,
+    "activity": ActivityFrame,
+    "room": RoomFrame,
+    "ready": ReadyFrame,
 }
 
 
@@ -202,8 +255,35 @@ class EndMembershipControl(TypedDict):
     reason: str
 
 
+@with_config(_EXACT)
+class ReadControl(TypedDict):
+    """Between processes: a user's read marker moved; every socket of theirs hears of it."""
+
+    type: Literal["read"]
+    user: str
+    room: str
+    up_to: int
+
+
+@with_config(_EXACT)
+class RoomControl(TypedDict):
+    """Between processes: a room changed for these users (None: everybody, a public room);
+    their `/ws/me` sockets hear of it."""
+
+    type: Literal["room"]
+    users: list[str] | None
+    frame: RoomFrame
+
+
 # What one process tells every other (and itself) outside any room.
-ControlEvent = EndSessionControl | EndUserControl | EndAdminControl | EndMembershipControl
+ControlEvent = (
+    EndSessionControl
+    | EndUserControl
+    | EndAdminControl
+    | EndMembershipControl
+    | ReadControl
+    | RoomControl
+)
 
 
 def encode(frame: ServerFrame | dict[str, Any]) -> bytes:

@@ -14,7 +14,6 @@ cannot be written to it queues them instead, for a task of its own.
 import asyncio
 import contextlib
 import logging
-from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -252,13 +251,14 @@ class Hub:
     def __init__(self, fetch: Fetch) -> None:
         self._fetch = fetch
         self._rooms: dict[str, RoomFeed] = {}
-        self._per_user: Counter[str] = Counter()
+        # Each user's sockets here: a read marker or an activity frame goes to all of them.
+        self._per_user: dict[str, set[Connection]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.connections = 0
 
     def add(self, connection: Connection) -> None:
         self._rooms.setdefault(connection.room, RoomFeed()).members.add(connection)
-        self._per_user[connection.user] += 1
+        self._per_user.setdefault(connection.user, set()).add(connection)
         self.connections += 1
 
     def start_feed(self, room: str, last: int) -> None:
@@ -274,9 +274,11 @@ class Hub:
             return
         feed.members.discard(connection)
         self.connections -= 1
-        self._per_user[connection.user] -= 1
-        if not self._per_user[connection.user]:
-            del self._per_user[connection.user]
+        own = self._per_user.get(connection.user)
+        if own is not None:
+            own.discard(connection)
+            if not own:
+                del self._per_user[connection.user]
         if not feed.members:
             del self._rooms[connection.room]
 
@@ -302,7 +304,15 @@ class Hub:
                 connection.kick(code, reason)
 
     def user_connections(self, user: str) -> int:
-        return self._per_user[user]
+        return len(self._per_user.get(user, ()))
+
+    def of_user(self, user: str) -> tuple[Connection, ...]:
+        """The user's room sockets here."""
+        return tuple(self._per_user.get(user, ()))
+
+    def users(self) -> Collection[str]:
+        """The users with a room socket here."""
+        return self._per_user.keys()
 
     def all(self) -> Iterator[Connection]:
         for feed in self._rooms.values():

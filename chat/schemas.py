@@ -110,6 +110,11 @@ class RoomPatchIn(Strict):
     topic: Topic
 
 
+class ReadIn(Strict):
+    # Ids are 64-bit integers in the database.
+    up_to: int = Field(ge=0, le=2**63 - 1, description="the newest message id read")
+
+
 class RoomOut(BaseModel):
     name: str
     kind: RoomKind

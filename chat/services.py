@@ -13,6 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from chat import accounts, events, messages, signins, storage, user_admin
 from chat.admin_views import AdminViews
+from chat.attention import Attention, MeSockets
+from chat.attention import mark_read as store_read_marker
 from chat.broker import Broker, RedisBroker, create_broker
 from chat.changes import Changes
 from chat.closecodes import CloseCode
@@ -107,6 +109,10 @@ class Services:
     conversations: Conversations = field(init=False)
     # Edits, deletions and reactions.
     changes: Changes = field(init=False)
+    # This process's `/ws/me` sockets, and what tells them and the room sockets of reads
+    # and activity.
+    me: MeSockets = field(default_factory=MeSockets)
+    attention: Attention = field(init=False)
     # Accounts deactivated lately, and when (monotonic) this process heard of it.
     _ended_users: dict[int, float] = field(default_factory=dict)
     # Memberships ended lately, by (room, user id), and when this process heard of it.
@@ -151,6 +157,7 @@ class Services:
         self.writer = MessageWriter(self.transactions, self._publish_messages)
         self.last_seen = LastSeen(self.sessions)
         self.hub = Hub(self._messages_after)
+        self.attention = Attention(self.sessions, self.rooms, self.hub, self.me)
         self.conversations = Conversations(
             self.sessions,
             self.rooms,
@@ -217,6 +224,7 @@ class Services:
         # finish; store what they submitted, then let go of broker and database.
         await self.loop_lag.stop()
         await self.writer.stop()
+        await self.attention.stop()
         await self.last_seen.stop()
         await self.transactions.close()
         await self.figures.stop()
@@ -232,6 +240,7 @@ class Services:
 
     def _on_events(self, room_events: list[RoomEvent]) -> None:
         self.hub.deliver(room_events)
+        self.attention.on_events(room_events)
 
     def _on_control(self, event: ControlEvent) -> None:
         if event["type"] == "end_session":
@@ -242,9 +251,14 @@ class Services:
             self.admin_views.kick_user(event["user_id"], "no longer an admin")
         elif event["type"] == "end_membership":
             self._membership_over(event["room"], event["user_id"], event["reason"])
+        elif event["type"] == "read":
+            self.attention.on_read(event["user"], event["room"], event["up_to"])
+        elif event["type"] == "room":
+            self.attention.on_room(event["users"], event["frame"])
 
     def _sessions_over(self, session_ids: set[str]) -> None:
         self.hub.kick_sessions(session_ids, CloseCode.UNAUTHENTICATED, "session ended")
+        self.me.kick_sessions(session_ids, CloseCode.UNAUTHENTICATED, "session ended")
         self.admin_views.kick_sessions(session_ids)
 
     def _deactivated(self, user_id: int) -> None:
@@ -254,6 +268,7 @@ class Services:
         }
         self._ended_users[user_id] = now
         self.hub.kick_user(user_id, CloseCode.UNAUTHENTICATED, DEACTIVATED_REASON)
+        self.me.kick_user(user_id, CloseCode.UNAUTHENTICATED, DEACTIVATED_REASON)
         self.admin_views.kick_user(user_id, DEACTIVATED_REASON)
 
     def _membership_over(self, room: str, user_id: int, reason: str) -> None:
@@ -287,7 +302,8 @@ class Services:
         task.add_done_callback(self._background.discard)
 
     async def _recheck_sign_outs(self) -> None:
-        users = {c.user_id for c in self.hub.all()} | {v.user_id for v in self.admin_views.all()}
+        sockets = [*self.hub.all(), *self.me.all()]
+        users = {c.user_id for c in sockets} | {v.user_id for v in self.admin_views.all()}
         try:
             async with self.sessions() as session:
                 keys = await user_admin.standing_keys(session, users)
@@ -296,13 +312,14 @@ class Services:
             return
         # A deactivated account has no key here; any other change of key refuses the token.
         # Sockets of accounts not looked up opened meanwhile, with their account's key.
-        for connection in list(self.hub.all()):
+        for connection in sockets:
             if connection.user_id in users and keys.get(connection.user_id) != connection.token_key:
                 connection.kick(CloseCode.UNAUTHENTICATED, DEACTIVATED_REASON)
         for view in self.admin_views.all():
             if view.user_id in users and keys.get(view.user_id) != view.token_key:
                 view.kick(CloseCode.UNAUTHENTICATED, DEACTIVATED_REASON)
-        sessions = {c.session_id for c in self.hub.all()} | self.admin_views.session_ids()
+        sessions = {c.session_id for c in [*self.hub.all(), *self.me.all()]}
+        sessions |= self.admin_views.session_ids()
         try:
             async with self.sessions() as session:
                 over = await signins.over_among(session, sessions, self.session_life)
@@ -404,6 +421,15 @@ class Services:
 
     async def publish(self, event: RoomEvent) -> None:
         await self.broker.publish([event])
+
+    async def mark_read(self, user: User, room: str, room_id: int, up_to: int) -> None:
+        """Move the user's read marker (see `chat.attention`); if it moved, every socket of
+        theirs hears of it, on every process."""
+        moved = await store_read_marker(self.sessions, user.id, room_id, up_to)
+        if moved is not None:
+            await self.broker.publish_control(
+                {"type": "read", "user": user.username, "room": room, "up_to": moved}
+            )
 
     async def announce_presence(
         self, room: str, event: Literal["join", "leave"], user: str, users: list[str]

@@ -23,7 +23,7 @@ from chat.errors import (
     RoomNotFound,
     StorageUnavailable,
 )
-from chat.events import ErrorFrame
+from chat.events import ErrorFrame, ReadyFrame
 from chat.fields import parse_since
 from chat.frames import (
     DeleteFrame,
@@ -147,8 +147,10 @@ async def room_socket(websocket: WebSocket) -> None:
             raise Refused(CloseCode.FORBIDDEN, str(exc)) from None
         room_id = standing.room_id
         since = _since(websocket)
+        open_here = services.hub.user_connections(user.username)
+        # `/ws/me` sockets count too: both are the user's sockets on this process.
         if (
-            services.hub.user_connections(user.username)
+            open_here + services.me.count(user.username)
             >= services.settings.max_connections_per_user
         ):
             raise Refused(CloseCode.TOO_MANY, "too many connections")
@@ -422,6 +424,82 @@ def _acknowledge(
         connection.push((0, events.encode(events.message_frame(message))))
 
 
+async def me_socket(websocket: WebSocket) -> None:
+    """`/ws/me`: one socket for all of a user's rooms (SPEC "Attention"): `activity`,
+    `read`, `member` and `room` frames, after a first `ready`. The same admission as a room
+    socket (origin, token, handshake rate: 1008, 4429), counted against the same number
+    of sockets per user."""
+    services = get_services(websocket)
+    await websocket.accept()
+    admitted_at = time.monotonic()
+    try:
+        found = await _admit(websocket, services)
+        user = found.user
+        sockets = services.hub.user_connections(user.username) + services.me.count(user.username)
+        if sockets >= services.settings.max_connections_per_user:
+            raise Refused(CloseCode.TOO_MANY, "too many connections")
+    except Refused as refused:
+        await _close(websocket, refused.code, refused.reason)
+        return
+    settings = services.settings
+    # A connection of no room: the hub's buffers and slow-socket rules, outside its rooms.
+    connection = Connection(
+        websocket,
+        "",
+        user.username,
+        found.claims.token_id,
+        settings.send_queue_max,
+        settings.send_buffer_max_bytes,
+        found.claims.session_id,
+    )
+    connection.user_id, connection.token_key = user.id, found.claims.token_key
+    expires_at = _expires_at(found)
+    del user, found
+    services.me.add(connection)
+    if services.deactivated_since(connection.user_id, admitted_at):
+        services.me.remove(connection)
+        await _close(websocket, CloseCode.UNAUTHENTICATED, DEACTIVATED_REASON)
+        return
+    reader = asyncio.current_task()
+    connection.reader = reader
+    services.last_seen.mark(connection.user_id)
+    expiry = asyncio.get_running_loop().call_later(
+        max(0.0, expires_at - time.time()),
+        connection.kick,
+        CloseCode.UNAUTHENTICATED,
+        "session expired",
+    )
+    try:
+        ready: ReadyFrame = {"type": "ready", "user": connection.user}
+        await websocket.send_text(events.encode(ready).decode())
+        connection.start_sending()
+        strikes = _Strikes(settings.abuse_max_errors, settings.abuse_window_secs)
+        # The client has nothing to say here: every frame is answered with an error.
+        while connection.close_code is None:
+            frame = await websocket.receive()
+            if frame["type"] == "websocket.disconnect":
+                break
+            _send_error(connection, events.error_frame("invalid_message", "/ws/me takes no frames"))
+            if strikes.add():
+                connection.kick(CloseCode.TOO_MANY, "too many bad frames")
+                break
+    except asyncio.CancelledError:
+        if connection.close_code is None or (reader is not None and reader.uncancel()):
+            raise
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        pass
+    finally:
+        connection.reader = None
+        expiry.cancel()
+        services.me.remove(connection)
+        if connection.sender is not None:
+            connection.sender.cancel()
+            await asyncio.gather(connection.sender, return_exceptions=True)
+        services.last_seen.mark(connection.user_id)
+    if connection.close_code is not None:
+        await connection.close()
+
+
 async def admin_socket(websocket: WebSocket) -> None:
     """`/ws/admin`: the admins' live view of the rooms, for as long as its token stays
     valid and its user an admin."""
@@ -515,4 +593,5 @@ async def _drain(websocket: WebSocket) -> None:
 routes = [
     WebSocketRoute("/ws/rooms/{name}", room_socket),
     WebSocketRoute("/ws/admin", admin_socket),
+    WebSocketRoute("/ws/me", me_socket),
 ]

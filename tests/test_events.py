@@ -26,8 +26,12 @@ def test_every_frame_kind_a_server_sends_matches_its_definition(make_server: Any
     room = srv.create_room(amy)
     path = f"/ws/rooms/{room}"
     seen: list[dict[str, Any]] = []
-    with srv.ws("/ws/admin", srv.admin) as admin, srv.ws(path, amy) as wa:
-        seen += [recv(admin), welcome(wa)]
+    with (
+        srv.ws("/ws/admin", srv.admin) as admin,
+        srv.ws(path, amy) as wa,
+        srv.ws("/ws/me", amy) as me,
+    ):
+        seen += [recv(admin), welcome(wa), recv(me)]
         with srv.ws(path, zed) as wz:
             seen.append(welcome(wz))
             # Opening a public room's socket makes zed a member: that comes first.
@@ -47,6 +51,14 @@ def test_every_frame_kind_a_server_sends_matches_its_definition(make_server: Any
         with httpx.Client(base_url=srv.url) as http:
             assert post(http, zed, room, "over REST").status_code == 201
         seen.append(recv_until(wa, of_type("message", user=zed.username)))
+        # Attention: the message as a badge on `/ws/me`, a read marker, a new room.
+        seen.append(recv_until(me, of_type("activity", room=room)))
+        with httpx.Client(base_url=srv.url, headers=amy.headers) as http:
+            last = seen[-1]["last_message_id"]
+            assert http.put(f"/api/rooms/{room}/read", json={"up_to": last}).status_code == 204
+            seen.append(recv_until(me, of_type("read", room=room)))
+            assert http.post("/api/rooms", json={"name": f"{room}-2"}).status_code == 201
+            seen.append(recv_until(me, of_type("room", room=f"{room}-2")))
         with srv.ws(path, zed) as wz:
             welcome(wz)
             send(wz, {"type": "delete", "id": 10**9})
@@ -102,6 +114,9 @@ MESSAGE = {
             "history": [],
             "truncated": False,
         },
+        {"type": "activity", "room": "r", "last_message_id": 1, "unread": 1},
+        {"type": "read", "room": "r", "up_to": "1"},
+        {"type": "room", "event": "renamed", "room": "r", "kind": "public", "topic": ""},
     ],
     ids=[
         "extra key",
@@ -110,6 +125,9 @@ MESSAGE = {
         "id as text",
         "update missing a field",
         "history with type",
+        "activity without mentions",
+        "read up_to as text",
+        "unknown room event",
     ],
 )
 def test_definitions_refuse_what_the_protocol_does_not_allow(frame: dict[str, Any]) -> None:

@@ -66,6 +66,7 @@ EXERCISES: dict[tuple[str, str], Exercise] = {
         None, 204, 204
     ),
     ("DELETE", "/api/rooms/{name}/messages/{message_id}"): Exercise(None, 204, 403),
+    ("PUT", "/api/rooms/{name}/read"): Exercise({"up_to": 0}, 204, 204),
     ("GET", "/rooms/{name}"): Exercise(None, 200, 200),
 }
 ROOM_SOCKET = "/ws/rooms/{name}"

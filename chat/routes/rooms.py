@@ -38,6 +38,7 @@ from chat.schemas import (
     MessageIn,
     MessageOut,
     MessagesOut,
+    ReadIn,
     RoleIn,
     RoomIn,
     RoomOut,
@@ -252,6 +253,20 @@ async def ban(name: str, username: str, user: CurrentUser, services: ServicesDep
 async def unban(name: str, username: str, user: CurrentUser, services: ServicesDep) -> None:
     with _refusals():
         await services.conversations.unban(user, name, username)
+
+
+@router.put(
+    "/{name}/read",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={**UNAUTHORIZED, **CSRF_REFUSED, **NOT_ALLOWED, **NOT_FOUND, **BAD_BODY},
+)
+async def mark_read(name: str, body: ReadIn, user: CurrentUser, services: ServicesDep) -> None:
+    """Move the caller's read marker to `up_to` (SPEC "Attention"): never backwards (a
+    lower value changes nothing), never past the room's newest message (a higher one is
+    clamped). If it moved, the caller's sockets hear of it on every node."""
+    with _refusals():
+        standing = await services.conversations.require(user, name, Action.READ)
+    await services.mark_read(user, name, standing.room_id, body.up_to)
 
 
 dms = APIRouter(prefix="/api/dms", tags=["rooms"])
