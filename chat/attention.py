@@ -271,8 +271,8 @@ class Attention:
             members = self._members.get(room)
             if members is None:
                 members = await self._load_members(room)
-            local = set(self._hub.users()) | set(self._me.users())
-            interested = members & local if len(members) > len(local) else local & members
+            # The room's members with a socket here: work in the room's size, not the server's.
+            interested = [u for u in members if self._hub.user_connections(u) or self._me.count(u)]
             ids: dict[int, str] = {}
             for user in interested:
                 sockets = [c for c in self._hub.of_user(user) if c.room != room]
