@@ -68,7 +68,7 @@ function actsAsOwner() {
   return kind !== "dm" && (myRole === "owner" || isAdmin);
 }
 
-function moderates() {
+export function moderates() {
   return kind !== "dm" && (actsAsOwner() || myRole === "moderator");
 }
 

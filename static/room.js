@@ -1,8 +1,10 @@
-// The room page: history, live messages, who's here, typing hints, and the messages this page
-// has sent that the server has not acknowledged yet.
+// The room page: history, live messages, who's here, typing hints, the messages this page
+// has sent that the server has not acknowledged yet, each message's menu (edit, delete,
+// react), mentions, and the read marker.
 // Every piece of user data goes into the page as text (textContent), never as HTML.
 import { backoffMs, betweenMs } from "/static/backoff.js";
-import { end, memberFrame, personButton, refresh } from "/static/members.js";
+import { end, memberFrame, moderates, personButton, refresh } from "/static/members.js";
+import { bodyNodes, mentionsOf } from "/static/mentions.js";
 
 const room = document.body.dataset.room;
 const me = document.body.dataset.user;
@@ -16,6 +18,8 @@ const form = document.getElementById("send");
 const input = document.getElementById("body");
 const older = document.getElementById("older");
 const notice = document.getElementById("notice");
+const confirmDelete = document.getElementById("confirm-delete");
+const confirmDeleteText = document.getElementById("confirm-delete-text");
 
 const TYPING_SEND_MS = 2000;
 const TYPING_SHOW_MS = 3000;
@@ -27,8 +31,25 @@ const TOO_MANY_RETRY_MS = [30000, 60000];
 // `unavailable`: the server's storage is down for a moment.
 const UNAVAILABLE_RETRY_MS = [2000, 5000];
 const PAGE = 50;
+// Messages loaded on each side of one opened from a link (`#msg-ID`, from search).
+const AROUND = 25;
+// The read marker follows what this page shows, at most this often.
+const READ_DEBOUNCE_MS = 400;
+// The reactions the menu offers (any other a message has is shown, and toggles, too).
+const EMOJI = [
+  ["👍", "thumbs up"], ["❤️", "heart"], ["😂", "laughing"],
+  ["🎉", "party"], ["😮", "surprised"], ["😢", "sad"],
+];
 
 const shown = new Set();      // message ids on the page
+const states = new Map();     // message id -> its current state, as the server last sent it
+let editing = null;           // {id, editedAt, box}: the message being edited here
+let menuOpen = null;          // {id, panel}: the message whose menu is open
+let deleting = null;          // the id the delete dialog asks about
+let readUpTo = 0;             // the read marker as far as this page knows
+let readTimer = null;
+// A message opened from a link (`#msg-ID`): shown with the messages around it.
+let target = targetOfHash();
 // Messages typed here and not yet acknowledged, in the order typed: nonce -> entry. Only the
 // first is ever on the wire ("sending"): were two in flight, a later one could be stored
 // before an earlier one that was refused for the rate limit. The first may also be "held"
@@ -40,6 +61,7 @@ let listGeneration = 0;       // bumped when the list is cleared, so older pages
 let socket = null;
 let live = false;             // `socket` has had its welcome
 let resumed = false;          // `socket` was opened with `since`
+let resumedBefore = false;    // a welcome came before (so this one is a reconnect's)
 let attempt = 0;              // reconnect attempts since the last welcome
 let retryTimer = null;
 let lastTypingSent = 0;
@@ -55,10 +77,31 @@ function showError(text) {
   errorLine.hidden = !text;
 }
 
+function targetOfHash() {
+  const match = /^#msg-(\d+)$/.exec(location.hash);
+  return match ? Number(match[1]) : null;
+}
+
+function itemOf(id) {
+  return document.getElementById(`msg-${id}`);
+}
+
 function messageItem(m) {
   const li = document.createElement("li");
+  li.id = `msg-${m.id}`;
   li.dataset.id = String(m.id);
-  if (m.user === me) li.className = "mine";
+  fill(li, m);
+  return li;
+}
+
+// The message's line, drawn anew from its state.
+function fill(li, m) {
+  const me_ = me.toLowerCase();
+  li.classList.toggle("mine", m.user === me);
+  li.classList.toggle("deleted", m.deleted);
+  li.classList.toggle("mentions-me", mentionsOf(m).has(me_));
+  const head = document.createElement("div");
+  head.className = "message-head";
   // Another's name offers their card ("Message").
   let who;
   if (m.user === me) {
@@ -72,11 +115,211 @@ function messageItem(m) {
   when.dateTime = m.ts;
   when.textContent = new Date(m.ts).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
   when.title = m.ts;
-  const body = document.createElement("span");
+  head.append(who, when);
+  if (m.edited_at && !m.deleted) {
+    const edited = document.createElement("span");
+    edited.className = "edited";
+    edited.textContent = "(edited)";
+    edited.title = `edited ${new Date(m.edited_at).toLocaleString()}`;
+    head.append(edited);
+  }
+  if (!m.deleted) head.append(menuButton(m));
+  const body = document.createElement("div");
   body.className = "body";
-  body.textContent = m.body;
-  li.append(who, when, body);
-  return li;
+  if (m.deleted) {
+    body.classList.add("tombstone");
+    body.textContent = "message deleted";
+  } else {
+    body.append(...bodyNodes(m.body, mentionsOf(m), me_));
+  }
+  li.replaceChildren(head, body, reactionsOf(m));
+}
+
+function menuButton(m) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.className = "menu-button";
+  b.dataset.action = "menu";
+  b.textContent = "⋯";
+  b.setAttribute("aria-label", `Actions on ${m.user === me ? "your" : `${m.user}'s`} message`);
+  b.setAttribute("aria-expanded", "false");
+  b.setAttribute("aria-controls", `menu-${m.id}`);
+  return b;
+}
+
+function reactionsOf(m) {
+  const box = document.createElement("div");
+  box.className = "reactions";
+  for (const [emoji, who] of Object.entries(m.reactions || {})) {
+    if (who.length === 0) continue;
+    const chip = document.createElement("button");
+    chip.type = "button";
+    chip.className = "reaction";
+    chip.dataset.action = "react";
+    chip.dataset.emoji = emoji;
+    const mine = who.includes(me);
+    chip.setAttribute("aria-pressed", String(mine));
+    chip.title = who.join(", ");
+    chip.setAttribute("aria-label", `${emoji} ${who.length}: ${who.join(", ")}`);
+    chip.textContent = `${emoji} ${who.length}`;
+    box.append(chip);
+  }
+  box.hidden = box.childElementCount === 0;
+  return box;
+}
+
+// A message's new state (an `update` frame, the welcome's `updates`, or a message seen
+// again): its line is drawn anew, keeping the keyboard where it was.
+function update(m) {
+  states.set(m.id, m);
+  const li = itemOf(m.id);
+  if (!li) return;
+  if (editing && editing.id === m.id) {
+    if (!m.deleted && m.edited_at === editing.editedAt) {
+      // Someone reacted while the text is being edited here: the editor stays.
+      li.querySelector(".reactions").replaceWith(reactionsOf(m));
+      return;
+    }
+    editing = null;  // saved, or deleted meanwhile
+  }
+  const focused = li.contains(document.activeElement) ? document.activeElement : null;
+  const key = focused ? [focused.dataset.action, focused.dataset.emoji] : null;
+  fill(li, m);
+  if (menuOpen && menuOpen.id === m.id) {
+    if (m.deleted) menuOpen = null;
+    else showMenu(li, m);
+  }
+  if (key) {
+    const selector = key[1] === undefined
+      ? `[data-action="${key[0]}"]`
+      : `[data-action="${key[0]}"][data-emoji="${CSS.escape(key[1])}"]`;
+    const again = li.querySelector(selector) || li.querySelector(".menu-button");
+    if (again) again.focus();
+    else input.focus();
+  }
+}
+
+// The menu of one message: edit and delete where allowed, and the reactions.
+function showMenu(li, m) {
+  const panel = document.createElement("div");
+  panel.className = "message-menu";
+  panel.id = `menu-${m.id}`;
+  const action = (text, name) => {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "secondary small";
+    b.dataset.action = name;
+    b.textContent = text;
+    return b;
+  };
+  if (m.user === me) panel.append(action("Edit", "edit"));
+  if (m.user === me || moderates()) panel.append(action("Delete", "delete"));
+  const react = document.createElement("div");
+  react.className = "react-choices";
+  react.setAttribute("role", "group");
+  react.setAttribute("aria-label", "React");
+  const mine = m.reactions || {};
+  for (const [emoji, name] of EMOJI) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "emoji";
+    b.dataset.action = "react";
+    b.dataset.emoji = emoji;
+    b.textContent = emoji;
+    b.setAttribute("aria-label", `React with ${name}`);
+    b.setAttribute("aria-pressed", String((mine[emoji] || []).includes(me)));
+    react.append(b);
+  }
+  panel.append(react);
+  li.querySelector(".message-menu")?.remove();
+  li.querySelector(".message-head").after(panel);
+  li.querySelector(".menu-button")?.setAttribute("aria-expanded", "true");
+  menuOpen = { id: m.id, panel };
+}
+
+function closeMenu(focusButton) {
+  if (!menuOpen) return;
+  const li = itemOf(menuOpen.id);
+  menuOpen.panel.remove();
+  menuOpen = null;
+  const button = li?.querySelector(".menu-button");
+  if (!button) return;
+  button.setAttribute("aria-expanded", "false");
+  if (focusButton) button.focus();
+}
+
+function send(frame) {
+  if (!live) {
+    showError("Not connected: try again when the room is live.");
+    return false;
+  }
+  showError("");
+  socket.send(JSON.stringify(frame));
+  return true;
+}
+
+function toggleReaction(id, emoji) {
+  const m = states.get(id);
+  if (!m) return;
+  const on = !((m.reactions || {})[emoji] || []).includes(me);
+  send({ type: "react", id, emoji, on });
+}
+
+// Edit in place: the text becomes a box; Enter saves (the `update` that comes back is the
+// acknowledgement), Shift+Enter breaks the line, Escape gives up.
+function startEdit(id) {
+  const m = states.get(id);
+  const li = itemOf(id);
+  if (!m || !li || m.deleted) return;
+  closeMenu(false);
+  if (editing) cancelEdit(false);
+  const box = document.createElement("textarea");
+  box.className = "edit-box";
+  box.value = m.body;
+  box.rows = Math.min(6, m.body.split("\n").length);
+  box.maxLength = input.maxLength;
+  box.setAttribute("aria-label", "Edit your message (Enter saves, Escape cancels)");
+  box.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") {
+      event.preventDefault();
+      event.stopPropagation();
+      cancelEdit(true);
+    } else if (event.key === "Enter" && !event.shiftKey) {
+      event.preventDefault();
+      const body = box.value.trim();
+      if (body === m.body) {
+        cancelEdit(true);
+      } else if (!body) {
+        showError("A message cannot be empty: delete it instead.");
+      } else {
+        send({ type: "edit", id, body });
+      }
+    }
+  });
+  editing = { id, editedAt: m.edited_at, box };
+  li.querySelector(".body").replaceWith(box);
+  box.focus();
+  box.setSelectionRange(box.value.length, box.value.length);
+}
+
+function cancelEdit(focusButton) {
+  if (!editing) return;
+  const { id } = editing;
+  editing = null;
+  const li = itemOf(id);
+  if (!li) return;
+  fill(li, states.get(id));
+  if (focusButton) li.querySelector(".menu-button")?.focus();
+}
+
+function askDelete(id) {
+  const m = states.get(id);
+  if (!m) return;
+  closeMenu(false);
+  deleting = id;
+  confirmDeleteText.textContent = m.body.length > 120 ? `${m.body.slice(0, 120)}…` : m.body;
+  confirmDelete.showModal();
+  document.getElementById("confirm-delete-cancel").focus();
 }
 
 function pendingItem(body) {
@@ -99,8 +342,12 @@ function atBottom() {
 
 function append(m) {
   if (m.user === me && m.nonce && pending.has(m.nonce)) acknowledged(m.nonce);
-  if (shown.has(m.id)) return;
+  if (shown.has(m.id)) {
+    update(m);
+    return;
+  }
   shown.add(m.id);
+  states.set(m.id, m);
   const stick = atBottom();
   // Ids grow within a room: insert in order even if frames cross. Messages still pending
   // stay below every stored one.
@@ -112,6 +359,7 @@ function append(m) {
   lastId = Math.max(lastId, m.id);
   if (oldestId === null || m.id < oldestId) oldestId = m.id;
   if (stick || m.user === me) list.scrollTop = list.scrollHeight;
+  markReadSoon();
 }
 
 function prepend(messages) {
@@ -119,6 +367,7 @@ function prepend(messages) {
   for (const m of messages.slice().reverse()) {
     if (shown.has(m.id)) continue;
     shown.add(m.id);
+    states.set(m.id, m);
     list.insertBefore(messageItem(m), list.firstChild);
     if (oldestId === null || m.id < oldestId) oldestId = m.id;
   }
@@ -126,8 +375,11 @@ function prepend(messages) {
 }
 
 function clearList() {
-  for (const li of list.querySelectorAll("li[data-id]")) li.remove();
+  for (const li of list.querySelectorAll("li[data-id], li.gap")) li.remove();
   shown.clear();
+  states.clear();
+  editing = null;
+  menuOpen = null;
   oldestId = null;
   listGeneration += 1;
 }
@@ -287,11 +539,19 @@ function closed(code, reason) {
 
 function handle(frame) {
   switch (frame.type) {
-    case "welcome":
+    case "welcome": {
       attempt = 0;
       live = true;
       setStatus("live", "ok");
-      if (frame.truncated) {
+      const jumped = target !== null && shown.size > 0 && !resumedBefore;
+      if (frame.truncated && jumped) {
+        // Opened at a message: the messages around it stay, and the newest come below
+        // a mark that says some in between are left out.
+        const gap = document.createElement("li");
+        gap.className = "gap";
+        gap.textContent = "Some messages in between are not shown.";
+        list.insertBefore(gap, list.querySelector("li.pending"));
+      } else if (frame.truncated) {
         // Only the newest messages came: what lies between them and the list is unknown,
         // so the list starts over from them and "load older" fills in the rest.
         clearList();
@@ -300,10 +560,21 @@ function handle(frame) {
         older.hidden = frame.history.length < PAGE;
       }
       frame.history.forEach(append);
+      (frame.updates || []).forEach(update);
       setUsers(frame.users);
       flush();
       // Who joined or left while the socket was away: the member list as it is now.
       refresh();
+      if (target !== null && !resumedBefore) showTarget();
+      resumedBefore = true;
+      markReadSoon();
+      break;
+    }
+    case "update":
+      update(frame.message);
+      break;
+    case "read":
+      if (frame.room === room) readUpTo = Math.max(readUpTo, frame.up_to);
       break;
     case "message":
       append(frame);
@@ -364,4 +635,128 @@ reconnect.addEventListener("click", () => {
   if (socket === null) connect();
 });
 
-connect();
+list.addEventListener("click", (event) => {
+  const target_ = event.target.closest("button[data-action]");
+  if (!target_ || !list.contains(target_)) return;
+  const li = target_.closest("li[data-id]");
+  if (!li) return;
+  const id = Number(li.dataset.id);
+  switch (target_.dataset.action) {
+    case "menu": {
+      const was = menuOpen && menuOpen.id === id;
+      closeMenu(false);
+      if (!was) {
+        showMenu(li, states.get(id));
+        menuOpen.panel.querySelector("button").focus();
+      }
+      break;
+    }
+    case "edit":
+      startEdit(id);
+      break;
+    case "delete":
+      askDelete(id);
+      break;
+    case "react":
+      toggleReaction(id, target_.dataset.emoji);
+      break;
+  }
+});
+
+// Escape closes the open menu, back on its button.
+list.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && menuOpen) {
+    event.preventDefault();
+    closeMenu(true);
+  }
+});
+
+// A click anywhere else closes the menu.
+document.addEventListener("click", (event) => {
+  if (!menuOpen) return;
+  const li = itemOf(menuOpen.id);
+  if (li && li.contains(event.target)) return;
+  closeMenu(false);
+});
+
+document.getElementById("confirm-delete-ok").addEventListener("click", () => {
+  confirmDelete.close();
+  if (deleting !== null) send({ type: "delete", id: deleting });
+  deleting = null;
+  input.focus();
+});
+document.getElementById("confirm-delete-cancel").addEventListener("click", () => {
+  confirmDelete.close();
+});
+confirmDelete.addEventListener("close", () => {
+  if (deleting === null) return;
+  const li = itemOf(deleting);
+  deleting = null;
+  li?.querySelector(".menu-button")?.focus();
+});
+
+// The read marker: while the page is in sight, the newest message it shows is read.
+function markReadSoon() {
+  if (document.visibilityState !== "visible" || lastId <= readUpTo || !live) return;
+  clearTimeout(readTimer);
+  readTimer = setTimeout(markRead, READ_DEBOUNCE_MS);
+}
+
+async function markRead() {
+  readTimer = null;
+  const upTo = lastId;
+  if (document.visibilityState !== "visible" || upTo <= readUpTo) return;
+  const response = await fetch(`/api/rooms/${encodeURIComponent(room)}/read`, {
+    method: "PUT",
+    credentials: "same-origin",
+    headers: {
+      "Content-Type": "application/json",
+      "X-CSRF-Token": document.querySelector('meta[name="csrf-token"]').content,
+    },
+    body: JSON.stringify({ up_to: upTo }),
+  });
+  if (response.ok) readUpTo = Math.max(readUpTo, upTo);
+}
+
+document.addEventListener("visibilitychange", markReadSoon);
+
+// Opened at a message (a search result): the messages around it first, then the socket
+// from there on.
+async function loadAround(id) {
+  const base = `/api/rooms/${encodeURIComponent(room)}/messages`;
+  const [before, after] = await Promise.all([
+    fetch(`${base}?before=${id + 1}&limit=${AROUND}`, { credentials: "same-origin" }),
+    fetch(`${base}?after=${id}&limit=${AROUND}`, { credentials: "same-origin" }),
+  ]);
+  if (!before.ok || !after.ok) return;
+  const older_ = (await before.json()).messages;
+  const newer = (await after.json()).messages;
+  older_.concat(newer).forEach(append);
+  older.hidden = older_.length < AROUND;
+}
+
+function showTarget() {
+  const li = target === null ? null : itemOf(target);
+  for (const was of list.querySelectorAll("li.target")) was.classList.remove("target");
+  if (!li) {
+    showError("That message is not in this room any more.");
+    return;
+  }
+  li.classList.add("target");
+  li.tabIndex = -1;
+  li.scrollIntoView({ block: "center" });
+  li.focus({ preventScroll: true });
+}
+
+window.addEventListener("hashchange", () => {
+  target = targetOfHash();
+  if (target === null) return;
+  if (shown.has(target)) showTarget();
+  else location.reload();
+});
+
+if (target !== null) {
+  loadAround(target).finally(connect);
+} else {
+  connect();
+}

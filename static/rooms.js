@@ -1,5 +1,8 @@
-// The rooms page: the "New message" dialog. The form in it posts to /dms like any form;
-// this only opens and closes it.
+// The rooms page: the "New message" dialog, unread badges kept live, and search.
+import { backoffMs, betweenMs } from "/static/backoff.js";
+
+// The "New message" dialog: the form in it posts to /dms like any form; this only opens and
+// closes it.
 const dialog = document.getElementById("new-message-dialog");
 const opener = document.getElementById("new-message");
 const cancel = document.getElementById("new-message-cancel");
@@ -19,3 +22,155 @@ if (dialog.open) {
   dialog.showModal();
   input.focus();
 }
+
+// Unread and mention badges, kept live from `/ws/me`, and their total in the tab title.
+// Every piece of user data goes into the page as text (textContent), never as HTML.
+
+const UNREAD_CAP = 1000;  // the server counts up to this (SPEC "Attention")
+const RECONNECT_BASE_MS = 500;
+const RECONNECT_CAP_MS = 10000;
+const TOO_MANY_RETRY_MS = [30000, 60000];
+const baseTitle = document.title;
+let attempt = 0;
+
+function shownCount(n) {
+  return n >= UNREAD_CAP ? `${UNREAD_CAP}+` : String(n);
+}
+
+function entries(name) {
+  return document.querySelectorAll(`#rooms li[data-room="${CSS.escape(name)}"], #dms li[data-room="${CSS.escape(name)}"]`);
+}
+
+function setBadge(badge, n) {
+  badge.querySelector(".n").textContent = shownCount(n);
+  badge.hidden = n === 0;
+}
+
+function setCounts(name, unread, mentions) {
+  for (const li of entries(name)) {
+    li.dataset.unread = String(unread);
+    li.dataset.mentions = String(mentions);
+    setBadge(li.querySelector(".badge.unread"), unread);
+    setBadge(li.querySelector(".badge.mention-count"), mentions);
+  }
+  updateTitle();
+}
+
+function updateTitle() {
+  let total = 0;
+  for (const li of document.querySelectorAll("#rooms li[data-room], #dms li[data-room]")) {
+    total += Number(li.dataset.unread) || 0;
+  }
+  document.title = total > 0 ? `(${shownCount(total)}) ${baseTitle}` : baseTitle;
+}
+
+async function readRoom(name) {
+  const response = await fetch(`/api/rooms/${encodeURIComponent(name)}`, { credentials: "same-origin" });
+  if (!response.ok) return;
+  const view = await response.json();
+  setCounts(view.name, view.unread, view.mentions);
+}
+
+// Every listed room's counts as they are now (after `ready`: nothing is missed after it).
+async function readAll() {
+  let url = "/api/rooms?limit=100";
+  for (let pages = 0; url && pages < 20; pages += 1) {
+    const response = await fetch(url, { credentials: "same-origin" });
+    if (!response.ok) return;
+    for (const view of await response.json()) {
+      if (entries(view.name).length) setCounts(view.name, view.unread, view.mentions);
+    }
+    const next = /<([^>]+)>;\s*rel="next"/.exec(response.headers.get("Link") || "");
+    url = next ? next[1] : null;
+  }
+}
+
+function connectMe() {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  const socket = new WebSocket(`${scheme}//${location.host}/ws/me`);
+  socket.onmessage = (event) => {
+    const frame = JSON.parse(event.data);
+    switch (frame.type) {
+      case "ready":
+        attempt = 0;
+        readAll();
+        break;
+      case "activity":
+        setCounts(frame.room, frame.unread, frame.mentions);
+        break;
+      case "read":
+      case "room":
+        if (entries(frame.room).length) readRoom(frame.room);
+        break;
+      case "member":
+        if (entries(frame.room).length) readRoom(frame.room);
+        break;
+    }
+  };
+  socket.onclose = (event) => {
+    if (event.code === 1008) return;  // signed out: the next page load says so
+    const wait = event.code === 4429
+      ? betweenMs(...TOO_MANY_RETRY_MS)
+      : backoffMs(attempt, RECONNECT_BASE_MS, RECONNECT_CAP_MS);
+    attempt += 1;
+    setTimeout(connectMe, wait);
+  };
+}
+
+updateTitle();
+connectMe();
+
+// Search: the server's results as links to each message in its room, with those around it.
+const searchForm = document.getElementById("search");
+const searchInput = document.getElementById("search-q");
+const searchStatus = document.getElementById("search-status");
+const results = document.getElementById("search-results");
+
+function roomLabel(name) {
+  const li = entries(name)[0];
+  const link = li?.querySelector("a");
+  if (link) return link.textContent;
+  return name.startsWith("dm-") ? "direct message" : `#${name}`;
+}
+
+function resultItem(m) {
+  const li = document.createElement("li");
+  li.dataset.id = String(m.id);
+  const meta = document.createElement("span");
+  meta.className = "result-meta";
+  const where = document.createElement("span");
+  where.className = "result-room";
+  where.textContent = roomLabel(m.room);
+  const who = document.createElement("span");
+  who.className = "result-user";
+  who.textContent = m.user;
+  const when = document.createElement("time");
+  when.dateTime = m.ts;
+  when.textContent = new Date(m.ts).toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
+  meta.append(where, who, when);
+  const link = document.createElement("a");
+  link.className = "result-body";
+  link.href = `/rooms/${encodeURIComponent(m.room)}#msg-${m.id}`;
+  link.textContent = m.body;
+  li.append(meta, link);
+  return li;
+}
+
+searchForm.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const q = searchInput.value.trim();
+  if (!q) return;
+  searchStatus.textContent = "Searching…";
+  const response = await fetch(`/api/search?q=${encodeURIComponent(q)}&limit=50`, { credentials: "same-origin" });
+  if (!response.ok) {
+    results.hidden = true;
+    searchStatus.textContent = response.status === 422
+      ? "Type some words to search for." : `Search failed (${response.status}).`;
+    return;
+  }
+  const { messages } = await response.json();
+  results.replaceChildren(...messages.map(resultItem));
+  results.hidden = messages.length === 0;
+  searchStatus.textContent = messages.length === 0 ? "No messages found."
+    : messages.length === 1 ? "1 message found." : `${messages.length} messages found.`;
+});

@@ -1,0 +1,305 @@
+"""Messages that change and attention in Chromium: a message's menu (edit in place, delete
+with confirmation, react), "(edited)" and tombstones seen live by the other side, mentions
+highlighted, unread badges across two tabs of one user, a link that opens a room at a message
+with the messages around it, and axe-core's rules with the menu open.
+
+The screenshots land in test-artifacts/ (messages-*.png); the README shows copies of them
+from docs/screenshots/."""
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Account, Server, unique
+from tests.test_browser import ARTIFACTS, Person, chromium
+
+pytest.importorskip("axe_playwright_python", reason="the test extra is not installed")
+from axe_playwright_python.sync_playwright import Axe
+from playwright.sync_api import Browser, Locator, Page, expect
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture
+def two(browser: Browser, server: Server) -> Iterator[tuple[Person, Person]]:
+    made = (Person(browser.new_context(), server.url), Person(browser.new_context(), server.url))
+    yield made
+    for person in made:
+        person.context.close()
+
+
+def signed_in(person: Person, server: Server, prefix: str) -> Account:
+    account = server.register(unique(prefix))
+    person.sign_in(account.username)
+    return account
+
+
+def open_room(page: Page, room: str) -> None:
+    page.goto(f"{page.url.split('/rooms')[0]}/rooms/{room}")
+    expect(page.locator("#status")).to_have_text("live")
+
+
+def accessible(page: Page, what: str) -> None:
+    """axe-core finds no violation on the page as it is now."""
+    results = Axe().run(page)
+    assert results.violations_count == 0, f"{what}:\n{results.generate_report()}"
+
+
+def screenshot(page: Page, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"messages-{name}.png"
+    page.screenshot(path=str(path))
+    return path
+
+
+def api(server: Server, account: Account, method: str, path: str, **kwargs: Any) -> Any:
+    http = server.client(headers=account.headers)
+    return http.request(method, path, **kwargs)
+
+
+def a_room(server: Server, owner: Account, *members: Account) -> str:
+    name = server.create_room(owner)
+    for account in members:
+        path = f"/api/rooms/{name}/members/{account.username}"
+        assert api(server, account, "PUT", path).status_code == 204
+    return name
+
+
+def message(page: Page, text: str) -> Locator:
+    return page.locator("#messages li[data-id]", has_text=text)
+
+
+def by_id(page: Page, text: str) -> Locator:
+    """The message now holding this text, found again by its id whatever it holds later."""
+    found = message(page, text)
+    expect(found).to_have_count(1)
+    return page.locator(f"#msg-{found.get_attribute('data-id')}")
+
+
+def script_errors(person: Person) -> list[str]:
+    return [e for e in person.console_errors if not e.startswith("Failed to load resource")]
+
+
+def test_edit_and_delete_seen_live(server: Server, two: tuple[Person, Person]) -> None:
+    """Edit, from the message's menu and the keyboard alone: the text becomes a box, Enter
+    saves, Escape gives up; the other side's page shows the new text and "(edited)" at once
+    (`update`). Delete asks first, then both pages show the tombstone "message deleted". Only
+    one's own messages offer Edit and Delete to a member. The page with the menu open passes
+    axe-core."""
+    alice, bob = two
+    alice_account = signed_in(alice, server, "alice")
+    bob_account = signed_in(bob, server, "bob")
+    room = a_room(server, alice_account, bob_account)
+    open_room(alice.page, room)
+    open_room(bob.page, room)
+
+    alice.say("the first draft")
+    mine = by_id(alice.page, "the first draft")
+    theirs = by_id(bob.page, "the first draft")
+
+    # Keyboard only: to the menu button, open it, Edit is the first choice.
+    mine.locator(".menu-button").focus()
+    alice.page.keyboard.press("Enter")
+    expect(mine.locator(".menu-button")).to_have_attribute("aria-expanded", "true")
+    expect(mine.locator(".message-menu button[data-action=edit]")).to_be_focused()
+    accessible(alice.page, "the room page with a message's menu open")
+    screenshot(alice.page, "menu")
+    alice.page.keyboard.press("Enter")
+    box = mine.locator("textarea.edit-box")
+    expect(box).to_be_focused()
+    expect(box).to_have_value("the first draft")
+    # Escape gives up: the text is as it was, and nobody saw a change.
+    box.fill("never sent")
+    alice.page.keyboard.press("Escape")
+    expect(mine.locator(".body")).to_have_text("the first draft")
+    expect(mine.locator(".menu-button")).to_be_focused()
+
+    alice.page.keyboard.press("Enter")
+    alice.page.keyboard.press("Enter")
+    box.fill("the final text")
+    alice.page.keyboard.press("Enter")
+    expect(theirs.locator(".body")).to_have_text("the final text")
+    expect(theirs.locator(".edited")).to_have_text("(edited)")
+    expect(mine.locator(".edited")).to_have_text("(edited)")
+    expect(alice.page.locator("#messages textarea")).to_have_count(0)
+    screenshot(bob.page, "edited")
+
+    # Bob is a member: his menu on alice's message offers reactions only.
+    theirs.locator(".menu-button").click()
+    expect(theirs.locator(".message-menu button[data-action=react]")).to_have_count(6)
+    expect(theirs.locator(".message-menu [data-action=edit], .message-menu [data-action=delete]")).to_have_count(0)
+    bob.page.keyboard.press("Escape")
+    expect(theirs.locator(".message-menu")).to_have_count(0)
+
+    # Delete asks first; Cancel keeps the message.
+    mine.locator(".menu-button").click()
+    mine.locator(".message-menu button[data-action=delete]").click()
+    dialog = alice.page.locator("#confirm-delete")
+    expect(dialog).to_be_visible()
+    expect(alice.page.locator("#confirm-delete-text")).to_have_text("the final text")
+    accessible(alice.page, "the room page asking before a delete")
+    alice.page.click("#confirm-delete-cancel")
+    expect(dialog).to_be_hidden()
+    expect(theirs.locator(".body")).to_have_text("the final text")
+    mine.locator(".menu-button").click()
+    mine.locator(".message-menu button[data-action=delete]").click()
+    alice.page.click("#confirm-delete-ok")
+    for page in (alice.page, bob.page):
+        gone = page.locator(f"#messages li.deleted[data-id]")
+        expect(gone.locator(".body")).to_have_text("message deleted")
+        expect(gone.locator(".menu-button")).to_have_count(0)
+    expect(message(bob.page, "the final text")).to_have_count(0)
+    screenshot(bob.page, "deleted")
+    for person in (alice, bob):
+        assert person.dialogs == []
+        assert script_errors(person) == []
+
+
+def test_a_refused_edit_is_shown(make_server: Any, browser: Browser) -> None:
+    """An edit the server refuses (here: past `CHAT_EDIT_WINDOW_MINUTES`, 0) is not shown as
+    made: the page says why, and the message keeps its text."""
+    srv = make_server(edit_window_minutes=0)
+    person = Person(browser.new_context(), srv.url)
+    try:
+        account = signed_in(person, srv, "late")
+        room = a_room(srv, account)
+        open_room(person.page, room)
+        person.say("too late to change")
+        mine = by_id(person.page, "too late to change")
+        mine.locator(".menu-button").click()
+        mine.locator(".message-menu button[data-action=edit]").click()
+        mine.locator("textarea.edit-box").fill("changed")
+        person.page.keyboard.press("Enter")
+        expect(person.page.locator("#error")).to_be_visible()
+        expect(person.page.locator("#error")).not_to_be_empty()
+        person.page.keyboard.press("Escape")
+        expect(mine.locator(".body")).to_have_text("too late to change")
+        expect(mine.locator(".edited")).to_have_count(0)
+    finally:
+        person.context.close()
+
+
+def test_reactions_toggle_live(server: Server, two: tuple[Person, Person]) -> None:
+    """A reaction chosen from the menu reaches the other side as a chip with its count and,
+    in its title, who reacted; one's own is shown pressed; clicking the chip takes it back,
+    on both pages."""
+    alice, bob = two
+    alice_account = signed_in(alice, server, "alice")
+    bob_account = signed_in(bob, server, "bob")
+    room = a_room(server, alice_account, bob_account)
+    open_room(alice.page, room)
+    open_room(bob.page, room)
+    alice.say("launch is on friday")
+    theirs = message(bob.page, "launch is on friday")
+    mine = message(alice.page, "launch is on friday")
+    theirs.locator(".menu-button").click()
+    theirs.locator('.message-menu button[data-emoji="🎉"]').click()
+
+    chip = mine.locator('button.reaction[data-emoji="🎉"]')
+    expect(chip).to_have_text("🎉 1")
+    expect(chip).to_have_attribute("title", bob_account.username)
+    expect(chip).to_have_attribute("aria-pressed", "false")
+    bob_chip = theirs.locator('button.reaction[data-emoji="🎉"]')
+    expect(bob_chip).to_have_attribute("aria-pressed", "true")
+    # Alice adds hers with the chip: two, both named.
+    chip.click()
+    expect(bob_chip).to_have_text("🎉 2")
+    names = sorted([alice_account.username, bob_account.username])
+    expect(bob_chip).to_have_attribute("title", ", ".join(names))
+    screenshot(alice.page, "reactions")
+    # Bob takes his back, from the keyboard.
+    bob.page.keyboard.press("Escape")
+    bob_chip.focus()
+    bob.page.keyboard.press("Enter")
+    expect(chip).to_have_text("🎉 1")
+    expect(chip).to_have_attribute("aria-pressed", "true")
+    expect(bob_chip).to_have_attribute("aria-pressed", "false")
+    for person in (alice, bob):
+        assert script_errors(person) == []
+
+
+def badge(page: Page, room: str, kind: str) -> Locator:
+    return page.locator(f'#rooms li[data-room="{room}"] .badge.{kind}')
+
+
+def test_unread_badges_across_two_tabs(server: Server, two: tuple[Person, Person]) -> None:
+    """Bob's rooms page (his second tab) shows an unread badge, a mention badge and the total in
+    the tab title when alice posts in a room of his, live from `/ws/me`; the mention is marked
+    in the room. Opening the room in his first tab marks it read, and the badge in the second
+    tab goes (a `read` frame)."""
+    alice, bob = two
+    alice_account = signed_in(alice, server, "alice")
+    bob_account = signed_in(bob, server, "bob")
+    room = a_room(server, alice_account, bob_account)
+    rooms_tab = bob.context.new_page()
+    rooms_tab.goto(f"{server.url}/rooms")
+    expect(rooms_tab.locator(f'#rooms li[data-room="{room}"]')).to_have_count(1)
+    expect(badge(rooms_tab, room, "unread")).to_be_hidden()
+    expect(rooms_tab).to_have_title("Rooms · chat")
+
+    open_room(alice.page, room)
+    alice.say("anyone there?")
+    alice.say(f"@{bob_account.username} have a look, and @nobody-at-all too")
+    expect(badge(rooms_tab, room, "unread")).to_have_text("2 unread")
+    expect(badge(rooms_tab, room, "mention-count")).to_have_text("@1 mentioning you")
+    expect(rooms_tab).to_have_title("(2) Rooms · chat")
+    accessible(rooms_tab, "the rooms page with badges")
+    screenshot(rooms_tab, "unread")
+
+    bob.page.bring_to_front()
+    open_room(bob.page, room)
+    expect(badge(rooms_tab, room, "unread")).to_be_hidden()
+    expect(badge(rooms_tab, room, "mention-count")).to_be_hidden()
+    expect(rooms_tab).to_have_title("Rooms · chat")
+    view = api(server, bob_account, "GET", f"/api/rooms/{room}").json()
+    assert (view["unread"], view["mentions"]) == (0, 0)
+
+    # The mention: marked in bob's page, his own name apart; an unknown name is plain text.
+    mentioned = message(bob.page, "have a look")
+    expect(mentioned).to_have_class("mentions-me")
+    expect(mentioned.locator(".mention.me")).to_have_text(f"@{bob_account.username}")
+    expect(mentioned.locator(".mention")).to_have_count(1)
+    expect(message(bob.page, "anyone there?")).not_to_have_class("mentions-me")
+    on_alice = message(alice.page, "have a look")
+    expect(on_alice.locator(".mention")).to_have_text(f"@{bob_account.username}")
+    expect(on_alice.locator(".mention.me")).to_have_count(0)
+    screenshot(bob.page, "mention")
+    for person in (alice, bob):
+        assert script_errors(person) == []
+
+
+def test_link_opens_the_room_at_a_message(server: Server, two: tuple[Person, Person]) -> None:
+    """A link to `/rooms/{name}#msg-{id}` (what a search result is) opens the room with the
+    messages around that one, far older than the newest 50, and shows it highlighted and in
+    sight; the newest still come below it, with nothing left out between."""
+    person = two[0]
+    writers = [server.register(unique("w")) for _ in range(8)]
+    room = a_room(server, writers[0], *writers[1:])
+    ids: list[int] = []
+    for i in range(150):
+        writer = writers[i % len(writers)]
+        body = {"body": f"line {i:03d}"}
+        response = api(server, writer, "POST", f"/api/rooms/{room}/messages", json=body)
+        assert response.status_code == 201, response.text
+        ids.append(response.json()["id"])
+    signed_in(person, server, "reader")
+    wanted = ids[20]
+    person.goto(f"/rooms/{room}#msg-{wanted}")
+    expect(person.page.locator("#status")).to_have_text("live")
+    target = person.page.locator(f"#msg-{wanted}")
+    expect(target).to_have_class("target")
+    expect(target.locator(".body")).to_have_text("line 020")
+    expect(target).to_be_in_viewport()
+    expect(message(person.page, "line 000")).to_have_count(1)
+    expect(message(person.page, "line 045")).to_have_count(1)
+    expect(message(person.page, "line 149")).to_have_count(1)
+    # Nothing left between: every message from the first shown to the newest, in order.
+    shown = person.page.locator("#messages li[data-id] .body").all_text_contents()
+    assert shown == [f"line {i:03d}" for i in range(150)]
+    assert script_errors(person) == []
