@@ -6,6 +6,7 @@ with the messages around it, and axe-core's rules with the menu open.
 The screenshots land in test-artifacts/ (messages-*.png); the README shows copies of them
 from docs/screenshots/."""
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from tests.test_browser import ARTIFACTS, Person, chromium
 
 pytest.importorskip("axe_playwright_python", reason="the test extra is not installed")
 from axe_playwright_python.sync_playwright import Axe
-from playwright.sync_api import Browser, Locator, Page, expect
+from playwright.sync_api import Browser, Locator, Page, WebSocketRoute, expect
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +83,10 @@ def by_id(page: Page, text: str) -> Locator:
     return page.locator(f"#msg-{found.get_attribute('data-id')}")
 
 
+def has_class(name: str) -> re.Pattern[str]:
+    return re.compile(rf"(^|\s){name}(\s|$)")
+
+
 def script_errors(person: Person) -> list[str]:
     return [e for e in person.console_errors if not e.startswith("Failed to load resource")]
 
@@ -133,7 +138,9 @@ def test_edit_and_delete_seen_live(server: Server, two: tuple[Person, Person]) -
     # Bob is a member: his menu on alice's message offers reactions only.
     theirs.locator(".menu-button").click()
     expect(theirs.locator(".message-menu button[data-action=react]")).to_have_count(6)
-    expect(theirs.locator(".message-menu [data-action=edit], .message-menu [data-action=delete]")).to_have_count(0)
+    expect(
+        theirs.locator(".message-menu [data-action=edit], .message-menu [data-action=delete]")
+    ).to_have_count(0)
     bob.page.keyboard.press("Escape")
     expect(theirs.locator(".message-menu")).to_have_count(0)
 
@@ -150,8 +157,8 @@ def test_edit_and_delete_seen_live(server: Server, two: tuple[Person, Person]) -
     mine.locator(".menu-button").click()
     mine.locator(".message-menu button[data-action=delete]").click()
     alice.page.click("#confirm-delete-ok")
-    for page in (alice.page, bob.page):
-        gone = page.locator(f"#messages li.deleted[data-id]")
+    for gone in (mine, theirs):
+        expect(gone).to_have_class(has_class("deleted"))
         expect(gone.locator(".body")).to_have_text("message deleted")
         expect(gone.locator(".menu-button")).to_have_count(0)
     expect(message(bob.page, "the final text")).to_have_count(0)
@@ -262,10 +269,10 @@ def test_unread_badges_across_two_tabs(server: Server, two: tuple[Person, Person
 
     # The mention: marked in bob's page, his own name apart; an unknown name is plain text.
     mentioned = message(bob.page, "have a look")
-    expect(mentioned).to_have_class("mentions-me")
+    expect(mentioned).to_have_class(has_class("mentions-me"))
     expect(mentioned.locator(".mention.me")).to_have_text(f"@{bob_account.username}")
     expect(mentioned.locator(".mention")).to_have_count(1)
-    expect(message(bob.page, "anyone there?")).not_to_have_class("mentions-me")
+    expect(message(bob.page, "anyone there?")).not_to_have_class(has_class("mentions-me"))
     on_alice = message(alice.page, "have a look")
     expect(on_alice.locator(".mention")).to_have_text(f"@{bob_account.username}")
     expect(on_alice.locator(".mention.me")).to_have_count(0)
@@ -293,7 +300,7 @@ def test_link_opens_the_room_at_a_message(server: Server, two: tuple[Person, Per
     person.goto(f"/rooms/{room}#msg-{wanted}")
     expect(person.page.locator("#status")).to_have_text("live")
     target = person.page.locator(f"#msg-{wanted}")
-    expect(target).to_have_class("target")
+    expect(target).to_have_class(has_class("target"))
     expect(target.locator(".body")).to_have_text("line 020")
     expect(target).to_be_in_viewport()
     expect(message(person.page, "line 000")).to_have_count(1)
@@ -303,3 +310,61 @@ def test_link_opens_the_room_at_a_message(server: Server, two: tuple[Person, Per
     shown = person.page.locator("#messages li[data-id] .body").all_text_contents()
     assert shown == [f"line {i:03d}" for i in range(150)]
     assert script_errors(person) == []
+
+
+def test_changes_made_while_away_shown_on_resume(
+    server: Server, two: tuple[Person, Person]
+) -> None:
+    """Changes made while a page's socket is away (an edit, a delete, a reaction) are shown once
+    it is back: the welcome of its resumption (`?since=`) carries them as `updates`."""
+    person = two[0]
+    account = signed_in(person, server, "away")
+    writer = server.register(unique("writer"))
+    room = a_room(server, writer, account)
+    posted = {}
+    for text in ("to edit", "to delete", "to react to"):
+        response = api(server, writer, "POST", f"/api/rooms/{room}/messages", json={"body": text})
+        assert response.status_code == 201
+        posted[text] = response.json()["id"]
+
+    blocked = False
+    routes: list[WebSocketRoute] = []
+    resumed: list[str] = []
+
+    def gate(ws: WebSocketRoute) -> None:
+        if blocked:
+            ws.close(code=1013, reason="test: away")
+            return
+        resumed.append(ws.url)
+        routes.append(ws)
+        ws.connect_to_server()
+
+    person.page.route_web_socket(f"**/ws/rooms/{room}*", gate)
+    open_room(person.page, room)
+    expect(message(person.page, "to react to")).to_have_count(1)
+
+    blocked = True
+    routes[-1].close(code=1013, reason="test: away")
+    expect(person.page.locator("#status")).not_to_have_text("live")
+    base = f"/api/rooms/{room}/messages"
+    edit = {"body": "edited while away"}
+    assert api(server, writer, "PATCH", f"{base}/{posted['to edit']}", json=edit).status_code == 200
+    assert api(server, writer, "DELETE", f"{base}/{posted['to delete']}").status_code == 204
+    react = f"{base}/{posted['to react to']}/reactions/%F0%9F%91%8D"
+    assert api(server, writer, "PUT", react).status_code == 204
+    # Away, the page shows none of it.
+    expect(message(person.page, "to edit")).to_have_count(1)
+    expect(person.page.locator("#messages .reaction")).to_have_count(0)
+
+    blocked = False
+    expect(person.page.locator("#status")).to_have_text("live", timeout=15_000)
+    assert f"since={posted['to react to']}" in resumed[-1]
+    edited = person.page.locator(f"#msg-{posted['to edit']}")
+    expect(edited.locator(".body")).to_have_text("edited while away")
+    expect(edited.locator(".edited")).to_have_text("(edited)")
+    deleted = person.page.locator(f"#msg-{posted['to delete']}")
+    expect(deleted.locator(".body")).to_have_text("message deleted")
+    reacted = person.page.locator(f"#msg-{posted['to react to']}")
+    expect(reacted.locator(".reaction")).to_have_text("👍 1")
+    # Each message once.
+    expect(person.page.locator("#messages li[data-id]")).to_have_count(3)
