@@ -227,6 +227,26 @@ def test_reactions_toggle_live(server: Server, two: tuple[Person, Person]) -> No
     expect(chip).to_have_text("🎉 1")
     expect(chip).to_have_attribute("aria-pressed", "true")
     expect(bob_chip).to_have_attribute("aria-pressed", "false")
+
+    # The room as bob sees it with a little of everything, for the README: a mention of him,
+    # an edited message, a deleted one, and the menu open on his own.
+    base = f"/api/rooms/{room}/messages"
+    said = {"body": f"@{bob_account.username} can you bring the slides?"}
+    assert api(server, alice_account, "POST", base, json=said).status_code == 201
+    typo = api(server, alice_account, "POST", base, json={"body": "see you at 10"}).json()
+    fixed = {"body": "see you at 11"}
+    assert (
+        api(server, alice_account, "PATCH", f"{base}/{typo['id']}", json=fixed).status_code == 200
+    )
+    oops = api(server, alice_account, "POST", base, json={"body": "wrong room"}).json()
+    assert api(server, alice_account, "DELETE", f"{base}/{oops['id']}").status_code == 204
+    bob.say("yes, I will")
+    expect(bob.page.locator(f"#msg-{oops['id']} .body")).to_have_text("message deleted")
+    expect(bob.page.locator(f"#msg-{typo['id']} .edited")).to_have_text("(edited)")
+    answer = by_id(bob.page, "yes, I will")
+    answer.locator(".menu-button").click()
+    expect(answer.locator(".message-menu button[data-action=edit]")).to_be_focused()
+    screenshot(bob.page, "room")
     for person in (alice, bob):
         assert script_errors(person) == []
 
