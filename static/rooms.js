@@ -125,6 +125,7 @@ const searchForm = document.getElementById("search");
 const searchInput = document.getElementById("search-q");
 const searchStatus = document.getElementById("search-status");
 const results = document.getElementById("search-results");
+const SEARCH_PAGE = 20;
 
 function roomLabel(name) {
   const li = entries(name)[0];
@@ -156,21 +157,49 @@ function resultItem(m) {
   return li;
 }
 
-searchForm.addEventListener("submit", async (event) => {
-  event.preventDefault();
-  const q = searchInput.value.trim();
-  if (!q) return;
+let nextResults = null;  // the next page's URL, from the answer's Link header
+const moreResults = document.getElementById("search-more");
+
+async function searchPage(url, append) {
   searchStatus.textContent = "Searching…";
-  const response = await fetch(`/api/search?q=${encodeURIComponent(q)}&limit=50`, { credentials: "same-origin" });
+  const response = await fetch(url, { credentials: "same-origin" });
   if (!response.ok) {
-    results.hidden = true;
-    searchStatus.textContent = response.status === 422
-      ? "Type some words to search for." : `Search failed (${response.status}).`;
+    let detail = `Search failed (${response.status}).`;
+    if (response.status === 422) {
+      try {
+        const data = await response.json();
+        const said = Array.isArray(data.detail) ? data.detail.map((d) => d.msg).join("; ") : data.detail;
+        if (said) detail = `Cannot search for that: ${said}.`;
+      } catch {
+        // Not JSON: the status says enough.
+      }
+    }
+    if (!append) results.hidden = true;
+    moreResults.hidden = true;
+    searchStatus.textContent = detail;
     return;
   }
   const { messages } = await response.json();
-  results.replaceChildren(...messages.map(resultItem));
-  results.hidden = messages.length === 0;
-  searchStatus.textContent = messages.length === 0 ? "No messages found."
-    : messages.length === 1 ? "1 message found." : `${messages.length} messages found.`;
+  const items = messages.map(resultItem);
+  if (append) results.append(...items);
+  else results.replaceChildren(...items);
+  const count = results.childElementCount;
+  results.hidden = count === 0;
+  const next = /<([^>]+)>;\s*rel="next"/.exec(response.headers.get("Link") || "");
+  nextResults = next ? next[1] : null;
+  moreResults.hidden = nextResults === null;
+  searchStatus.textContent = count === 0 ? "No messages found."
+    : count === 1 ? "1 message found." : `${count} messages found${nextResults ? " so far" : ""}.`;
+  if (append && items.length) items[0].querySelector("a").focus();
+}
+
+searchForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const q = searchInput.value.trim();
+  if (!q) return;
+  searchPage(`/api/search?q=${encodeURIComponent(q)}&limit=${SEARCH_PAGE}`, false);
+});
+
+moreResults.addEventListener("click", () => {
+  if (nextResults) searchPage(nextResults, true);
 });
