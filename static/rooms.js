@@ -31,6 +31,7 @@ const RECONNECT_BASE_MS = 500;
 const RECONNECT_CAP_MS = 10000;
 const TOO_MANY_RETRY_MS = [30000, 60000];
 const baseTitle = document.title;
+const me = document.getElementById("me")?.textContent || "";
 let attempt = 0;
 
 function shownCount(n) {
@@ -64,10 +65,87 @@ function updateTitle() {
   document.title = total > 0 ? `(${shownCount(total)}) ${baseTitle}` : baseTitle;
 }
 
-async function readRoom(name) {
+function badge(kind, suffix) {
+  const b = document.createElement("span");
+  b.className = `badge ${kind}`;
+  b.hidden = true;
+  if (kind === "mention-count") b.append("@");
+  const n = document.createElement("span");
+  n.className = "n";
+  n.textContent = "0";
+  const hidden = document.createElement("span");
+  hidden.className = "visually-hidden";
+  hidden.textContent = suffix;
+  b.append(n, hidden);
+  return b;
+}
+
+function badges() {
+  const box = document.createElement("span");
+  box.className = "badges";
+  box.append(badge("unread", " unread"), badge("mention-count", " mentioning you"));
+  return box;
+}
+
+// A room that came to be, or was opened to the user, while the page was open: listed as the
+// server would have listed it (a DM named by its other members).
+async function addEntry(view) {
+  const li = document.createElement("li");
+  li.dataset.room = view.name;
+  li.dataset.unread = "0";
+  li.dataset.mentions = "0";
+  const link = document.createElement("a");
+  link.href = `/rooms/${encodeURIComponent(view.name)}`;
+  let list;
+  if (view.kind === "dm") {
+    const response = await fetch(`/api/rooms/${encodeURIComponent(view.name)}/members`, { credentials: "same-origin" });
+    const members = response.ok ? await response.json() : [];
+    const others = members.map((m) => m.username).filter((name) => name !== me);
+    link.className = "dm";
+    link.textContent = others.length ? others.join(", ") : "Just you";
+    li.append(link);
+    list = document.getElementById("dms");
+  } else {
+    li.dataset.kind = view.kind;
+    const line = document.createElement("span");
+    line.className = "room-line";
+    link.textContent = `#${view.name}`;
+    const kind = document.createElement("span");
+    kind.className = `kind ${view.kind}`;
+    kind.textContent = view.kind;
+    line.append(link, kind);
+    if (view.topic) {
+      const topic = document.createElement("span");
+      topic.className = "topic";
+      topic.textContent = view.topic;
+      line.append(topic);
+    }
+    li.append(line);
+    list = document.getElementById("rooms");
+  }
+  const count = document.createElement("span");
+  count.className = "count";
+  count.title = "active users";
+  count.textContent = `${view.active_users} active`;
+  li.append(badges(), count);
+  if (entries(view.name).length) return;  // listed meanwhile
+  // A later page of rooms (`?after=`) is in name order: a new room belongs to the first.
+  if (view.kind !== "dm" && new URLSearchParams(location.search).has("after")) return;
+  list.querySelector("li.empty")?.remove();
+  list.prepend(li);
+}
+
+async function readRoom(name, add) {
   const response = await fetch(`/api/rooms/${encodeURIComponent(name)}`, { credentials: "same-origin" });
+  if (response.status === 404) {
+    // No longer the user's to see (left or removed from a private room, or a DM).
+    for (const li of entries(name)) if (li.dataset.kind !== "public") li.remove();
+    updateTitle();
+    return;
+  }
   if (!response.ok) return;
   const view = await response.json();
+  if (add && !entries(view.name).length) await addEntry(view);
   setCounts(view.name, view.unread, view.mentions);
 }
 
@@ -99,11 +177,11 @@ function connectMe() {
         setCounts(frame.room, frame.unread, frame.mentions);
         break;
       case "read":
-      case "room":
-        if (entries(frame.room).length) readRoom(frame.room);
-        break;
       case "member":
-        if (entries(frame.room).length) readRoom(frame.room);
+        if (entries(frame.room).length) readRoom(frame.room, false);
+        break;
+      case "room":
+        readRoom(frame.room, frame.event === "created" || frame.event === "added");
         break;
     }
   };

@@ -252,7 +252,7 @@ def test_reactions_toggle_live(server: Server, two: tuple[Person, Person]) -> No
 
 
 def badge(page: Page, room: str, kind: str) -> Locator:
-    return page.locator(f'#rooms li[data-room="{room}"] .badge.{kind}')
+    return page.locator(f'li[data-room="{room}"] .badge.{kind}')
 
 
 def test_unread_badges_across_two_tabs(server: Server, two: tuple[Person, Person]) -> None:
@@ -265,6 +265,8 @@ def test_unread_badges_across_two_tabs(server: Server, two: tuple[Person, Person
     bob_account = signed_in(bob, server, "bob")
     room = a_room(server, alice_account, bob_account)
     rooms_tab = bob.context.new_page()
+    tab_errors: list[str] = []
+    rooms_tab.on("console", lambda m: tab_errors.append(m.text) if m.type == "error" else None)
     rooms_tab.goto(f"{server.url}/rooms")
     expect(rooms_tab.locator(f'#rooms li[data-room="{room}"]')).to_have_count(1)
     expect(badge(rooms_tab, room, "unread")).to_be_hidden()
@@ -297,8 +299,32 @@ def test_unread_badges_across_two_tabs(server: Server, two: tuple[Person, Person
     expect(on_alice.locator(".mention")).to_have_text(f"@{bob_account.username}")
     expect(on_alice.locator(".mention.me")).to_have_count(0)
     screenshot(bob.page, "mention")
+
+    # Rooms opened to bob while his rooms page is open join its lists (a `room` frame): a
+    # private room he is added to, and a DM, named by its other member; their badges are live.
+    secret = unique("secret-")
+    made = {"name": secret, "kind": "private"}
+    assert api(server, alice_account, "POST", "/api/rooms", json=made).status_code == 201
+    path = f"/api/rooms/{secret}/members/{bob_account.username}"
+    assert api(server, alice_account, "PUT", path).status_code == 204
+    listed = rooms_tab.locator(f'#rooms li[data-room="{secret}"]')
+    expect(listed.locator(".kind")).to_have_text("private")
+    dm = api(server, alice_account, "POST", "/api/dms", json={"users": [bob_account.username]})
+    assert dm.status_code == 201
+    dm_name = dm.json()["name"]
+    expect(rooms_tab.locator(f'#dms li[data-room="{dm_name}"] a')).to_have_text(
+        alice_account.username
+    )
+    said = {"body": "just between us"}
+    assert (
+        api(server, alice_account, "POST", f"/api/rooms/{dm_name}/messages", json=said).status_code
+        == 201
+    )
+    expect(badge(rooms_tab, dm_name, "unread")).to_have_text("1 unread")
+    expect(rooms_tab).to_have_title("(1) Rooms · chat")
     for person in (alice, bob):
         assert script_errors(person) == []
+    assert tab_errors == []
 
 
 def test_link_opens_the_room_at_a_message(server: Server, two: tuple[Person, Person]) -> None:
