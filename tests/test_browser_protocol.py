@@ -154,6 +154,13 @@ def test_too_many_sockets_shown_and_not_retried_at_once(
     room = srv.create_room(account)
     with signed_in(browser, srv, account) as person:
         page = person.page
+        # The rooms page holds the user's one socket (`/ws/me`): leave it for a page without.
+        person.goto("/account")
+        for _ in range(100):
+            if srv.open_connections() == 0:
+                break
+            page.wait_for_timeout(50)
+        assert srv.open_connections() == 0
         with srv.ws(f"/ws/rooms/{room}", account) as held:
             welcome(held)
             with page.expect_websocket():
