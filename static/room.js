@@ -96,10 +96,10 @@ function messageItem(m) {
 
 // The message's line, drawn anew from its state.
 function fill(li, m) {
-  const me_ = me.toLowerCase();
+  const myKey = me.toLowerCase();
   li.classList.toggle("mine", m.user === me);
   li.classList.toggle("deleted", m.deleted);
-  li.classList.toggle("mentions-me", mentionsOf(m).has(me_));
+  li.classList.toggle("mentions-me", mentionsOf(m).has(myKey));
   const head = document.createElement("div");
   head.className = "message-head";
   // Another's name offers their card ("Message").
@@ -130,7 +130,7 @@ function fill(li, m) {
     body.classList.add("tombstone");
     body.textContent = "message deleted";
   } else {
-    body.append(...bodyNodes(m.body, mentionsOf(m), me_));
+    body.append(...bodyNodes(m.body, mentionsOf(m), myKey));
   }
   li.replaceChildren(head, body, reactionsOf(m));
 }
@@ -698,7 +698,8 @@ confirmDelete.addEventListener("close", () => {
 // The read marker: while the page is in sight, the newest message it shows is read.
 function markReadSoon() {
   if (document.visibilityState !== "visible" || lastId <= readUpTo || !live) return;
-  clearTimeout(readTimer);
+  // One call per interval however busy the room: the call takes the newest id when it goes.
+  if (readTimer !== null) return;
   readTimer = setTimeout(markRead, READ_DEBOUNCE_MS);
 }
 
@@ -706,16 +707,20 @@ async function markRead() {
   readTimer = null;
   const upTo = lastId;
   if (document.visibilityState !== "visible" || upTo <= readUpTo) return;
-  const response = await fetch(`/api/rooms/${encodeURIComponent(room)}/read`, {
-    method: "PUT",
-    credentials: "same-origin",
-    headers: {
-      "Content-Type": "application/json",
-      "X-CSRF-Token": document.querySelector('meta[name="csrf-token"]').content,
-    },
-    body: JSON.stringify({ up_to: upTo }),
-  });
-  if (response.ok) readUpTo = Math.max(readUpTo, upTo);
+  try {
+    const response = await fetch(`/api/rooms/${encodeURIComponent(room)}/read`, {
+      method: "PUT",
+      credentials: "same-origin",
+      headers: {
+        "Content-Type": "application/json",
+        "X-CSRF-Token": document.querySelector('meta[name="csrf-token"]').content,
+      },
+      body: JSON.stringify({ up_to: upTo }),
+    });
+    if (response.ok) readUpTo = Math.max(readUpTo, upTo);
+  } catch {
+    // Offline: the next message or the next welcome tries again.
+  }
 }
 
 document.addEventListener("visibilitychange", markReadSoon);
