@@ -1,0 +1,257 @@
+"""Searching messages (SPEC "Search (v2)"): the one place that reads a query, turns it into
+SQLite FTS5 or PostgreSQL full-text syntax, and runs it over the rooms the caller may read.
+
+A query is words and `"quoted phrases"`; every one must match, and the last word matches
+as a prefix too ("deplo" finds "deploy"). A user's text never reaches the database's query
+syntax as syntax: each word or phrase is cut into its letter-and-digit runs here, and only
+those runs are put into the query (FTS5: inside double quotes; PostgreSQL: single-quoted
+lexemes), so `NEAR`, `*`, `:`, `^`, `-`, `!`, `&`, `|`, quotes and parentheses are text (or
+nothing) to the database. "don't" is the phrase "don t", as the index cut the message.
+
+The indexes (migration 0012_search) are kept current by the database itself, so every way
+a message is written, edited or deleted (the writer, the lifecycle service, an operator's
+SQL) updates them in the same transaction:
+- SQLite: the FTS5 table `messages_fts` (tokenizer `unicode61 remove_diacritics 2`: any
+  script, case and accents folded) over the view `messages_search`, whose rowid is the
+  message's key `room_id << 40 | seq` (a message's id is per room). Not the messages'
+  own rowid: with no INTEGER PRIMARY KEY, VACUUM may renumber it and the index would then
+  name other messages. Triggers on messages insert, update of `body`/`deleted` and delete
+  keep it current; a deleted message (`deleted` true) is not in it.
+- PostgreSQL: a GIN expression index on `to_tsvector('simple', body)` (no stemming and no
+  stop words: works alike for every language), used by `body_tsv(...) @@ query`; deleted
+  messages are filtered out by the query.
+"""
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Select,
+    and_,
+    bindparam,
+    column,
+    func,
+    literal_column,
+    select,
+    table,
+    text,
+    tuple_,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chat import access
+from chat.messages import StoredMessage
+from chat.models import Message, Room, User
+
+QUERY_MAX_CHARS = 256
+QUERY_MAX_TERMS = 16
+SEARCH_DEFAULT_LIMIT = 20
+SEARCH_MAX_LIMIT = 100
+# A message's key in the SQLite index: room id in the high bits, its per-room id below.
+KEY_SHIFT = 40
+KEY_MASK = (1 << KEY_SHIFT) - 1
+FTS_TABLE = "messages_fts"
+FTS_SOURCE_VIEW = "messages_search"
+PG_CONFIG = "simple"
+
+# What both indexes cut text into: runs of letters and digits (`_` is punctuation to FTS5's
+# unicode61, so it is here too).
+_TOKEN = re.compile(r"[^\W_]+")
+# A quoted phrase, or a bare word; a quote left unclosed is caught separately.
+_TERM = re.compile(r'"([^"]*)"|([^\s"]+)')
+
+
+class BadQuery(ValueError):
+    """The query cannot be searched for (empty, too long, too many terms, unclosed quote);
+    the message says why, for a 422."""
+
+
+@dataclass(frozen=True, slots=True)
+class Term:
+    # The term's letter-and-digit runs, in order: one for a plain word.
+    tokens: tuple[str, ...]
+    phrase: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    terms: tuple[Term, ...]
+
+    @property
+    def prefix_last(self) -> bool:
+        """The last term is a bare word: it matches as a prefix."""
+        return not self.terms[-1].phrase
+
+    def fts5(self) -> str:
+        """The FTS5 MATCH expression: each term a quoted phrase (quotes inside are
+        impossible: tokens are letters and digits), ANDed; `*` after the last word."""
+        parts = ['"' + " ".join(term.tokens) + '"' for term in self.terms]
+        if self.prefix_last:
+            parts[-1] += "*"
+        return " AND ".join(parts)
+
+    def tsquery(self) -> str:
+        """The `to_tsquery` text: single-quoted lexemes, `<->` within a phrase or a word cut
+        in several, `&` between terms, `:*` on the last lexeme of the last word."""
+        parts = []
+        for i, term in enumerate(self.terms):
+            lexemes = [f"'{token}'" for token in term.tokens]
+            if i == len(self.terms) - 1 and self.prefix_last:
+                lexemes[-1] += ":*"
+            parts.append("(" + " <-> ".join(lexemes) + ")")
+        return " & ".join(parts)
+
+
+def parse(q: str) -> Query:
+    """Read the `q` parameter; BadQuery if it cannot be searched for."""
+    if len(q) > QUERY_MAX_CHARS:
+        raise BadQuery(f"the query is longer than {QUERY_MAX_CHARS} characters")
+    if q.count('"') % 2:
+        raise BadQuery("a quoted phrase is not closed")
+    terms: list[Term] = []
+    for match in _TERM.finditer(q):
+        phrase, word = match.group(1), match.group(2)
+        tokens = tuple(t.lower() for t in _TOKEN.findall(phrase if phrase is not None else word))
+        # A word of punctuation only ("*", "-") is nothing the index holds: it asks nothing.
+        if tokens:
+            terms.append(Term(tokens, phrase is not None))
+    if not terms:
+        raise BadQuery("the query has no words to search for")
+    if len(terms) > QUERY_MAX_TERMS:
+        raise BadQuery(f"the query has more than {QUERY_MAX_TERMS} words and phrases")
+    return Query(tuple(terms))
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Where a page across rooms ended: the last message's time, room id and id. Sent to
+    clients opaque (the `cursor` of the `Link: rel="next"` URL); only its order matters."""
+
+    ts: datetime
+    room_id: int
+    seq: int
+
+    def encode(self) -> str:
+        raw = f"{self.ts.isoformat()}|{self.room_id}|{self.seq}".encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, value: str) -> "Cursor":
+        try:
+            raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
+            ts, room_id, seq = raw.split("|")
+            cursor = cls(datetime.fromisoformat(ts), int(room_id), int(seq))
+        except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+            raise BadQuery("the cursor is not one this server gave") from exc
+        if cursor.ts.tzinfo is None or not (0 < cursor.room_id < 2**31 and cursor.seq > 0):
+            raise BadQuery("the cursor is not one this server gave")
+        return cursor
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    message: StoredMessage
+    room_id: int
+
+    @property
+    def cursor(self) -> Cursor:
+        return Cursor(self.message.ts, self.room_id, self.message.id)
+
+
+def body_tsv() -> ColumnElement[object]:
+    """The expression PostgreSQL's GIN index is built on; a query must use it as is."""
+    return func.to_tsvector(literal_column(f"'{PG_CONFIG}'"), Message.body)
+
+
+_Stmt = Select[int, int, str, str, str, datetime, str | None]
+
+
+def _selected(stmt: _Stmt, query: Query, dialect: str) -> _Stmt:
+    """`stmt` (over messages) narrowed to the messages matching `query`, through the index."""
+    if dialect == "postgresql":
+        tsquery = func.to_tsquery(literal_column(f"'{PG_CONFIG}'"), query.tsquery())
+        return stmt.where(body_tsv().op("@@")(tsquery), Message.deleted.is_(False))
+    # From the index's matches, each looked up in the messages' primary key by its key.
+    fts = table(FTS_TABLE, column("rowid", BigInteger))
+    return stmt.join(
+        fts,
+        and_(
+            Message.room_id == fts.c.rowid.op(">>")(KEY_SHIFT),
+            Message.seq == fts.c.rowid.op("&")(KEY_MASK),
+        ),
+    ).where(text(f"{FTS_TABLE} MATCH :fts").bindparams(fts=query.fts5()))
+
+
+async def search(
+    session: AsyncSession,
+    *,
+    user_id: int,
+    is_admin: bool,
+    query: Query,
+    room_id: int | None = None,
+    author: str | None = None,
+    before: int | None = None,
+    cursor: Cursor | None = None,
+    limit: int = SEARCH_DEFAULT_LIMIT,
+) -> list[Found]:
+    """Up to `limit` messages matching `query`, newest first (time, then room, then id),
+    in the rooms the user may read (`access.readable`, the only filter of rooms here):
+    of one room if `room_id` (then `before` = ids below it), by one author if `author`,
+    after `cursor` in that order if given."""
+    dialect = session.get_bind().dialect.name
+    stmt: _Stmt = (
+        select(
+            Message.room_id,
+            Message.seq,
+            Room.name,
+            User.username,
+            Message.body,
+            Message.ts,
+            Message.nonce,
+        )
+        .join(Room, Room.id == Message.room_id)
+        .join(User, User.id == Message.user_id)
+        .where(access.readable(user_id, is_admin))
+    )
+    stmt = _selected(stmt, query, dialect)
+    if room_id is not None:
+        stmt = stmt.where(Message.room_id == room_id)
+    if before is not None:
+        stmt = stmt.where(Message.seq < before)
+    if author is not None:
+        stmt = stmt.where(User.username_key == author.lower())
+    if cursor is not None:
+        stmt = stmt.where(
+            tuple_(Message.ts, Message.room_id, Message.seq)
+            < tuple_(
+                bindparam("cursor_ts", cursor.ts, type_=Message.ts.type),
+                cursor.room_id,
+                cursor.seq,
+            )
+        )
+    stmt = stmt.order_by(Message.ts.desc(), Message.room_id.desc(), Message.seq.desc()).limit(limit)
+    rows = (await session.execute(stmt)).all()
+    return [
+        Found(StoredMessage(seq, room, username, body, ts, nonce), room_id)
+        for room_id, seq, room, username, body, ts, nonce in rows
+    ]
+
+
+PG_INDEX = "ix_messages_body_search"
+
+
+def in_models(name: str | None, type_: str, parent_names: object = None) -> bool:
+    """False for the search indexes, which are in the database but not in the models:
+    SQLite's FTS5 table and its shadow tables (`_data`, `_idx`, `_docsize`, `_config`),
+    which SQLAlchemy cannot describe, and PostgreSQL's expression index, which exists on
+    one dialect only. For the schema comparison's `include_name`."""
+    if name is None:
+        return True
+    if type_ == "table":
+        return not (name == FTS_TABLE or name.startswith(FTS_TABLE + "_"))
+    return not (type_ == "index" and name == PG_INDEX)
