@@ -32,6 +32,7 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     Select,
+    TableClause,
     and_,
     bindparam,
     column,
@@ -43,6 +44,7 @@ from sqlalchemy import (
     tuple_,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from chat import access
 from chat.messages import StoredMessage
@@ -55,6 +57,8 @@ SEARCH_MAX_LIMIT = 100
 # A message's key in the SQLite index: room id in the high bits, its per-room id below.
 KEY_SHIFT = 40
 KEY_MASK = (1 << KEY_SHIFT) - 1
+# SQLite: above this many matches per readable room, each room's newest are read instead.
+MATCHES_PER_ROOM = 100
 FTS_TABLE = "messages_fts"
 FTS_SOURCE_VIEW = "messages_search"
 PG_CONFIG = "simple"
@@ -171,20 +175,51 @@ def body_tsv() -> ColumnElement[object]:
 _Stmt = Select[int, int, str, str, str, datetime, str | None]
 
 
-def _selected(stmt: _Stmt, query: Query, dialect: str) -> _Stmt:
-    """`stmt` (over messages) narrowed to the messages matching `query`, through the index."""
-    if dialect == "postgresql":
-        tsquery = func.to_tsquery(literal_column(f"'{PG_CONFIG}'"), query.tsquery())
-        return stmt.where(body_tsv().op("@@")(tsquery), Message.deleted.is_(False))
-    # From the index's matches, each looked up in the messages' primary key by its key.
-    fts = table(FTS_TABLE, column("rowid", BigInteger))
-    return stmt.join(
-        fts,
-        and_(
-            Message.room_id == fts.c.rowid.op(">>")(KEY_SHIFT),
-            Message.seq == fts.c.rowid.op("&")(KEY_MASK),
-        ),
-    ).where(text(f"{FTS_TABLE} MATCH :fts").bindparams(fts=query.fts5()))
+def _filters(
+    m: type[Message], author_id: int | None, before: int | None, cursor: Cursor | None
+) -> list[ColumnElement[bool]]:
+    """The conditions besides the query and the rooms, on messages `m`."""
+    where = []
+    if author_id is not None:
+        where.append(m.user_id == author_id)
+    if before is not None:
+        where.append(m.seq < before)
+    if cursor is not None:
+        where.append(
+            tuple_(m.ts, m.room_id, m.seq)
+            < tuple_(
+                bindparam("cursor_ts", cursor.ts, type_=Message.ts.type),
+                cursor.room_id,
+                cursor.seq,
+            )
+        )
+    return where
+
+
+def _fts() -> TableClause:
+    return table(FTS_TABLE, column("rowid", BigInteger))
+
+
+def _fts_match(query: Query) -> ColumnElement[bool]:
+    return text(f"{FTS_TABLE} MATCH :fts").bindparams(fts=query.fts5())  # type: ignore[return-value]
+
+
+async def _per_room(
+    session: AsyncSession, query: Query, readable: ColumnElement[bool], room_id: int | None
+) -> bool:
+    """SQLite: whether to take each room's newest matches from the index (its keys are in
+    (room, id) order: a range per room, read backwards, stops after `limit`), rather than
+    every match at once, sorted by time. Every match costs a lookup and a place in the
+    sort; every room costs an index query: so per room when there are many more matches
+    than rooms (counted only up to that point), or one room only."""
+    if room_id is not None:
+        return True
+    rooms = await session.scalar(select(func.count()).select_from(Room).where(readable)) or 0
+    enough = max(rooms, 1) * MATCHES_PER_ROOM
+    fts = _fts()
+    hits = select(fts.c.rowid).where(_fts_match(query)).limit(enough)
+    matches = await session.scalar(select(func.count()).select_from(hits.subquery())) or 0
+    return matches >= enough
 
 
 async def search(
@@ -201,9 +236,17 @@ async def search(
 ) -> list[Found]:
     """Up to `limit` messages matching `query`, newest first (time, then room, then id),
     in the rooms the user may read (`access.readable`, the only filter of rooms here):
-    of one room if `room_id` (then `before` = ids below it), by one author if `author`,
-    after `cursor` in that order if given."""
+    of one room if `room_id` (then `before` = ids below it), by one author if `author`
+    (an unknown name: nothing), after `cursor` in that order if given."""
     dialect = session.get_bind().dialect.name
+    author_id = None
+    if author is not None:
+        author_id = await session.scalar(select(User.id).where(User.username_key == author.lower()))
+        if author_id is None:
+            return []
+    readable = access.readable(user_id, is_admin)
+    if room_id is not None:
+        readable = and_(readable, Room.id == room_id)
     stmt: _Stmt = (
         select(
             Message.room_id,
@@ -214,26 +257,38 @@ async def search(
             Message.ts,
             Message.nonce,
         )
-        .join(Room, Room.id == Message.room_id)
+        .select_from(Room)
+        .join(Message, Message.room_id == Room.id)
         .join(User, User.id == Message.user_id)
-        .where(access.readable(user_id, is_admin))
+        .where(readable, *_filters(Message, author_id, before, cursor))
     )
-    stmt = _selected(stmt, query, dialect)
-    if room_id is not None:
-        stmt = stmt.where(Message.room_id == room_id)
-    if before is not None:
-        stmt = stmt.where(Message.seq < before)
-    if author is not None:
-        stmt = stmt.where(User.username_key == author.lower())
-    if cursor is not None:
-        stmt = stmt.where(
-            tuple_(Message.ts, Message.room_id, Message.seq)
-            < tuple_(
-                bindparam("cursor_ts", cursor.ts, type_=Message.ts.type),
-                cursor.room_id,
-                cursor.seq,
+    if dialect == "postgresql":
+        tsquery = func.to_tsquery(literal_column(f"'{PG_CONFIG}'"), query.tsquery())
+        stmt = stmt.where(body_tsv().op("@@")(tsquery), Message.deleted.is_(False))
+    elif await _per_room(session, query, readable, room_id):
+        fts = _fts()
+        key = fts.c.rowid.op("&")(KEY_MASK)
+        low = Room.id.op("<<")(KEY_SHIFT)
+        newest = select(key).where(_fts_match(query), fts.c.rowid.between(low, low + KEY_MASK))
+        if author_id is not None or cursor is not None:
+            # What the page leaves out is skipped inside the room's range, not after it.
+            m = aliased(Message)
+            newest = newest.join(m, and_(m.room_id == Room.id, m.seq == key)).where(
+                *_filters(m, author_id, None, cursor)
             )
-        )
+        if before is not None:
+            newest = newest.where(fts.c.rowid < low + before)
+        newest = newest.order_by(fts.c.rowid.desc()).limit(limit).correlate(Room)
+        stmt = stmt.where(Message.seq.in_(newest))
+    else:
+        fts = _fts()
+        stmt = stmt.join(
+            fts,
+            and_(
+                Message.room_id == fts.c.rowid.op(">>")(KEY_SHIFT),
+                Message.seq == fts.c.rowid.op("&")(KEY_MASK),
+            ),
+        ).where(_fts_match(query))
     stmt = stmt.order_by(Message.ts.desc(), Message.room_id.desc(), Message.seq.desc()).limit(limit)
     rows = (await session.execute(stmt)).all()
     return [
