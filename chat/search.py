@@ -25,12 +25,15 @@ SQL) updates them in the same transaction:
 import base64
 import binascii
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
+    Row,
     Select,
     TableClause,
     and_,
@@ -44,7 +47,10 @@ from sqlalchemy import (
     tuple_,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import aliased
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.selectable import Join
 
 from chat import access
 from chat.messages import StoredMessage
@@ -60,6 +66,10 @@ KEY_MASK = (1 << KEY_SHIFT) - 1
 # SQLite: above this many matches per readable room, each room's newest are read instead.
 MATCHES_PER_ROOM = 100
 FTS_TABLE = "messages_fts"
+# Its words (an fts5vocab table).
+FTS_VOCAB = "messages_fts_vocab"
+# A last word completing more words than this is read as a prefix by FTS5 itself.
+PREFIX_MAX_WORDS = 64
 FTS_SOURCE_VIEW = "messages_search"
 PG_CONFIG = "simple"
 
@@ -91,11 +101,23 @@ class Query:
         """The last term is a bare word: it matches as a prefix."""
         return not self.terms[-1].phrase
 
-    def fts5(self) -> str:
+    @property
+    def expandable(self) -> str | None:
+        """The prefix the last word asks for, if it is one ASCII word: then the words of
+        the index it stands for can be listed (the index keeps other scripts folded)."""
+        last = self.terms[-1].tokens
+        if self.prefix_last and len(last) == 1 and last[0].isascii():
+            return last[0]
+        return None
+
+    def fts5(self, completions: list[str] | None = None) -> str:
         """The FTS5 MATCH expression: each term a quoted phrase (quotes inside are
-        impossible: tokens are letters and digits), ANDed; `*` after the last word."""
+        impossible: tokens are letters and digits), ANDed; `*` after the last word, or
+        `completions`, the words of the index that complete it, ORed."""
         parts = ['"' + " ".join(term.tokens) + '"' for term in self.terms]
-        if self.prefix_last:
+        if completions is not None:
+            parts[-1] = "(" + " OR ".join(f'"{word}"' for word in completions) + ")"
+        elif self.prefix_last:
             parts[-1] += "*"
         return " AND ".join(parts)
 
@@ -196,16 +218,55 @@ def _filters(
     return where
 
 
+class _RoomsFirst(Join):
+    """`rooms JOIN messages`, which SQLite must read rooms first: each room's newest
+    matches come from a subquery on the room (`CROSS JOIN` is SQLite's way to fix the
+    order; without it, with no statistics, it may scan every message instead)."""
+
+    inherit_cache = True
+
+
+@compiles(_RoomsFirst, "sqlite")
+def _rooms_first_sqlite(join: _RoomsFirst, compiler: SQLCompiler, **kw: Any) -> str:
+    kw["asfrom"] = True
+    left = compiler.process(join.left, **kw)
+    right = compiler.process(join.right, **kw)
+    assert join.onclause is not None
+    return f"{left} CROSS JOIN {right} ON {compiler.process(join.onclause, **kw)}"
+
+
 def _fts() -> TableClause:
     return table(FTS_TABLE, column("rowid", BigInteger))
 
 
-def _fts_match(query: Query) -> ColumnElement[bool]:
-    return text(f"{FTS_TABLE} MATCH :fts").bindparams(fts=query.fts5())  # type: ignore[return-value]
+def _fts_match(expression: str) -> ColumnElement[bool]:
+    return text(f"{FTS_TABLE} MATCH :fts").bindparams(fts=expression)  # type: ignore[return-value]
+
+
+async def _fts_expression(session: AsyncSession, query: Query) -> str | None:
+    """The MATCH expression for `query`; None if its last word completes no word of the
+    index (nothing can match). FTS5 reads a prefix by merging the lists of every word it
+    completes, whole, on every evaluation, and per room that is once per room: so a
+    prefix that completes few words is asked as those words (each list then read only
+    from the room's range), one that completes many as a prefix."""
+    prefix = query.expandable
+    if prefix is None:
+        return query.fts5()
+    words = list(
+        await session.scalars(
+            text(
+                f"SELECT term FROM {FTS_VOCAB} WHERE term >= :low AND term < :high "
+                "ORDER BY term LIMIT :most"
+            ).bindparams(low=prefix, high=prefix + "\x7f", most=PREFIX_MAX_WORDS + 1)
+        )
+    )
+    if not words:
+        return None
+    return query.fts5(words if len(words) <= PREFIX_MAX_WORDS else None)
 
 
 async def _per_room(
-    session: AsyncSession, query: Query, readable: ColumnElement[bool], room_id: int | None
+    session: AsyncSession, expression: str, readable: ColumnElement[bool], room_id: int | None
 ) -> bool:
     """SQLite: whether to take each room's newest matches from the index (its keys are in
     (room, id) order: a range per room, read backwards, stops after `limit`), rather than
@@ -217,7 +278,7 @@ async def _per_room(
     rooms = await session.scalar(select(func.count()).select_from(Room).where(readable)) or 0
     enough = max(rooms, 1) * MATCHES_PER_ROOM
     fts = _fts()
-    hits = select(fts.c.rowid).where(_fts_match(query)).limit(enough)
+    hits = select(fts.c.rowid).where(_fts_match(expression)).limit(enough)
     matches = await session.scalar(select(func.count()).select_from(hits.subquery())) or 0
     return matches >= enough
 
@@ -247,6 +308,7 @@ async def search(
     readable = access.readable(user_id, is_admin)
     if room_id is not None:
         readable = and_(readable, Room.id == room_id)
+    rooms_first = _RoomsFirst(Room.__table__, Message.__table__, Message.room_id == Room.id)
     stmt: _Stmt = (
         select(
             Message.room_id,
@@ -257,19 +319,23 @@ async def search(
             Message.ts,
             Message.nonce,
         )
-        .select_from(Room)
-        .join(Message, Message.room_id == Room.id)
+        .select_from(rooms_first)
         .join(User, User.id == Message.user_id)
         .where(readable, *_filters(Message, author_id, before, cursor))
     )
     if dialect == "postgresql":
         tsquery = func.to_tsquery(literal_column(f"'{PG_CONFIG}'"), query.tsquery())
         stmt = stmt.where(body_tsv().op("@@")(tsquery), Message.deleted.is_(False))
-    elif await _per_room(session, query, readable, room_id):
+        stmt = stmt.order_by(Message.ts.desc(), Message.room_id.desc(), Message.seq.desc())
+        return _found((await session.execute(stmt.limit(limit))).all())
+    expression = await _fts_expression(session, query)
+    if expression is None:
+        return []
+    if await _per_room(session, expression, readable, room_id):
         fts = _fts()
         key = fts.c.rowid.op("&")(KEY_MASK)
         low = Room.id.op("<<")(KEY_SHIFT)
-        newest = select(key).where(_fts_match(query), fts.c.rowid.between(low, low + KEY_MASK))
+        newest = select(key).where(_fts_match(expression), fts.c.rowid.between(low, low + KEY_MASK))
         if author_id is not None or cursor is not None:
             # What the page leaves out is skipped inside the room's range, not after it.
             m = aliased(Message)
@@ -288,9 +354,12 @@ async def search(
                 Message.room_id == fts.c.rowid.op(">>")(KEY_SHIFT),
                 Message.seq == fts.c.rowid.op("&")(KEY_MASK),
             ),
-        ).where(_fts_match(query))
-    stmt = stmt.order_by(Message.ts.desc(), Message.room_id.desc(), Message.seq.desc()).limit(limit)
-    rows = (await session.execute(stmt)).all()
+        ).where(_fts_match(expression))
+    stmt = stmt.order_by(Message.ts.desc(), Message.room_id.desc(), Message.seq.desc())
+    return _found((await session.execute(stmt.limit(limit))).all())
+
+
+def _found(rows: Sequence[Row[int, int, str, str, str, datetime, str | None]]) -> list[Found]:
     return [
         Found(StoredMessage(seq, room, username, body, ts, nonce), room_id)
         for room_id, seq, room, username, body, ts, nonce in rows

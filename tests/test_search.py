@@ -87,6 +87,21 @@ def test_all_words_must_match_and_the_last_is_a_prefix(server: Server, user: Acc
     assert {"id", "room", "user", "body", "ts", "nonce"} <= message.keys()
 
 
+def test_prefix_completing_many_words(server: Server, user: Account) -> None:
+    """The last word matches every word it begins, however many (here more than the
+    search turns into a list of words); one that begins no word matches nothing."""
+    room = server.create_room(user)
+    t = mark()
+    many = " ".join(f"{t}{i}" for i in range(search.PREFIX_MAX_WORDS + 6))
+    say(server, user, room, many)
+    say(server, user, room, f"{t}x one")
+    assert bodies(find(server, user, t)) == [f"{t}x one", many]
+    assert bodies(find(server, user, f"{t}1")) == [many]
+    assert bodies(find(server, user, f"{t}x")) == [f"{t}x one"]
+    assert find(server, user, f"{t}y") == []
+    assert find(server, user, f"one {t}y") == []
+
+
 def test_quoted_phrases(server: Server, user: Account) -> None:
     """A `"quoted phrase"` matches its words next to each other in that order, never as a
     prefix; phrases and words combine."""

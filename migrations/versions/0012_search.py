@@ -40,6 +40,8 @@ SQLITE_UP = [
         content_rowid='search_key',
         tokenize='unicode61 remove_diacritics 2'
     )""",
+    # Its words, so that a prefix can be turned into the words it completes.
+    "CREATE VIRTUAL TABLE messages_fts_vocab USING fts5vocab(messages_fts, 'row')",
     """CREATE TRIGGER messages_search_insert AFTER INSERT ON messages
         WHEN NOT new.deleted
         BEGIN
@@ -67,6 +69,7 @@ SQLITE_DOWN = [
     "DROP TRIGGER IF EXISTS messages_search_delete",
     "DROP TRIGGER IF EXISTS messages_search_update",
     "DROP TRIGGER IF EXISTS messages_search_insert",
+    "DROP TABLE IF EXISTS messages_fts_vocab",
     "DROP TABLE IF EXISTS messages_fts",
     "DROP VIEW IF EXISTS messages_search",
 ]
