@@ -24,9 +24,9 @@ from tests.ws_helpers import post
 
 @pytest.fixture(autouse=True, params=["sorted", "per room"])
 def plan(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """On SQLite, each test runs with both ways of reading the index (every match sorted
-    by time, or each room's newest), whichever the numbers of matches and rooms would
-    pick: the servers run in this process."""
+    """Each test runs with both ways of reading the index (every match sorted by time, or
+    each room's newest), whichever the numbers of matches and rooms would pick: the
+    servers run in this process."""
     always = {"sorted": 10**9, "per room": 0}[request.param]
     monkeypatch.setattr(search, "MATCHES_PER_ROOM", always)
     return str(request.param)
