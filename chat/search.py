@@ -69,6 +69,8 @@ MATCHES_PER_ROOM = 100
 FTS_TABLE = "messages_fts"
 # Its words (an fts5vocab table).
 FTS_VOCAB = "messages_fts_vocab"
+# The prefix length the FTS5 table has lists of its own for (`prefix='3'`).
+INDEXED_PREFIX = 3
 # A last word completing more words than this is read as a prefix by FTS5 itself.
 PREFIX_MAX_WORDS = 64
 FTS_SOURCE_VIEW = "messages_search"
@@ -249,9 +251,11 @@ async def _fts_expression(session: AsyncSession, query: Query) -> str | None:
     index (nothing can match). FTS5 reads a prefix by merging the lists of every word it
     completes, whole, on every evaluation, and per room that is once per room: so a
     prefix that completes few words is asked as those words (each list then read only
-    from the room's range), one that completes many as a prefix."""
+    from the room's range), one that completes many as a prefix. A 3-letter prefix has its
+    own list in the index (`prefix='3'`)."""
     prefix = query.expandable
-    if prefix is None:
+    if prefix is None or len(prefix) == INDEXED_PREFIX:
+        # The index keeps a list for every 3-letter prefix: read like a word's.
         return query.fts5()
     words = list(
         await session.scalars(

@@ -7,9 +7,9 @@ Each test searches for a word of its own (`mark()`): the server is the session's
 with other tests."""
 
 import secrets
-from datetime import UTC, datetime
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -80,6 +80,11 @@ def test_all_words_must_match_and_the_last_is_a_prefix(server: Server, user: Acc
     ]
     assert bodies(find(server, user, f"DEPLOY {t.upper()}")) == [f"deploy the {t} server"]
     assert bodies(find(server, user, f"deploy {t[:6]}")) == [f"deploy the {t} server"]
+    assert bodies(find(server, user, f"{t} dep")) == [
+        f"the {t} deployment failed",
+        f"deploy the {t} server",
+    ]
+    assert bodies(find(server, user, f"{t} se")) == [f"deploy the {t} server"]
     assert find(server, user, f"{t} server failed") == []
     assert len(find(server, user, t)) == 3
     message = find(server, user, f"{t} else")[0]

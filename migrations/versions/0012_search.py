@@ -34,13 +34,16 @@ ENTRY = "'delete', (old.room_id << 40) + old.seq, old.body"
 SQLITE_UP = [
     f"""CREATE VIEW messages_search AS
         SELECT {KEY} AS search_key, body FROM messages WHERE NOT deleted""",
+    # `prefix='3'`: a 3-letter prefix (the shortest a person types to narrow a search)
+    # has a list of its own, read like a word's.
     """CREATE VIRTUAL TABLE messages_fts USING fts5(
         body,
         content='messages_search',
         content_rowid='search_key',
-        tokenize='unicode61 remove_diacritics 2'
+        tokenize='unicode61 remove_diacritics 2',
+        prefix='3'
     )""",
-    # Its words, so that a prefix can be turned into the words it completes.
+    # Its words, so that another prefix can be asked as the words it completes.
     "CREATE VIRTUAL TABLE messages_fts_vocab USING fts5vocab(messages_fts, 'row')",
     """CREATE TRIGGER messages_search_insert AFTER INSERT ON messages
         WHEN NOT new.deleted
