@@ -380,6 +380,7 @@ def test_bad_input(server: Server, user: Account) -> None:
         {"q": " ".join(["word"] * search.QUERY_MAX_TERMS)},
         {"q": t, "limit": search.SEARCH_MAX_LIMIT},
         {"q": t, "limit": 1, "before": 5, "room": "general"},
+        {"q": t, "before": 2**63 - 1, "room": "general"},
         {"q": t, "cursor": search.Cursor(datetime(2026, 1, 1, tzinfo=UTC), 1, 1).encode()},
     ):
         r = ask(server, user, **params)
