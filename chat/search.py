@@ -343,7 +343,12 @@ async def search(
         await session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
         tsquery = func.to_tsquery(literal_column(f"'{PG_CONFIG}'"), query.tsquery())
         matching = and_(body_tsv().op("@@")(tsquery), Message.deleted.is_(False))
-        if await _postgres_per_room(session, matching, readable, room_id):
+        # A short prefix stands for many words: the per-room plan would read the GIN index
+        # for all of them once per room; sorting its matches is cheaper.
+        short_prefix = query.prefix_last and len(query.terms[-1].tokens[-1]) <= INDEXED_PREFIX
+        if (room_id is not None or not short_prefix) and await _postgres_per_room(
+            session, matching, readable, room_id
+        ):
             return await _postgres_newest_per_room(
                 session, matching, readable, author_id, before, cursor, limit
             )
