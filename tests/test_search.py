@@ -290,6 +290,28 @@ def test_edits_are_found_by_their_new_words(server: Server, user: Account) -> No
     assert bodies(find(server, user, new)) == [f"{t} {new}"]
 
 
+def test_edits_and_deletions_through_the_api_keep_search_current(
+    server: Server, user: Account
+) -> None:
+    """Edited through `PATCH .../messages/{id}`: found by the new words, not the old; deleted
+    through `DELETE`: found no more; a reaction leaves it found; untouched neighbours stay
+    found (the control)."""
+    room = server.create_room(user)
+    t, old, new = mark(), mark(), mark()
+    edited = say(server, user, room, f"{t} {old}")
+    deleted = say(server, user, room, f"{t} doomed")
+    say(server, user, room, f"{t} kept")
+    base = f"/api/rooms/{room}/messages"
+    with httpx.Client(base_url=server.url, headers=user.headers, timeout=15) as http:
+        assert http.patch(f"{base}/{edited}", json={"body": f"{t} {new}"}).status_code == 200
+        assert http.put(f"{base}/{edited}/reactions/%F0%9F%91%8D").status_code == 204
+        assert http.delete(f"{base}/{deleted}").status_code == 204
+    assert find(server, user, old) == []
+    assert bodies(find(server, user, new)) == [f"{t} {new}"]
+    assert find(server, user, f"{t} doomed") == []
+    assert sorted(bodies(find(server, user, t))) == sorted([f"{t} {new}", f"{t} kept"])
+
+
 def test_author_filter(server: Server, user: Account) -> None:
     """`user=` keeps to one author (any case of the name); an unknown name finds nothing."""
     other = server.register()
