@@ -16,6 +16,9 @@ Scenarios:
   login     the event loop's worst lag while 20 logins hash their passwords at once
   unread    GET /api/rooms for a member of a room of 1,000,000 unread messages (bounded
             counts); also on PostgreSQL when CHAT_BENCH_POSTGRES=1
+  search    GET /api/search p50/p95 over 1,000,000 messages (written straight into the
+            database) for a mix of queries, one client; also on PostgreSQL when
+            CHAT_BENCH_POSTGRES=1
   attacks   hostile clients (ping and typing floods, endless headers, slowloris,
             registration, room and reconnect floods, 1 MB usernames), each for
             --duration seconds against a fresh server: its RSS growth and the others'
@@ -31,7 +34,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from bench import attacks, scenarios
+from bench import attacks, scenarios, search
 from bench.common import (
     RESULTS,
     SUSTAINED_P99_MS,
@@ -127,6 +130,7 @@ def run_cluster(args: argparse.Namespace) -> list[dict[str, Any]]:
 SCENARIOS: dict[str, Callable[[argparse.Namespace], list[dict[str, Any]]]] = {
     "cluster": run_cluster,
     **scenarios.SCENARIOS,
+    "search": search.search_scenario,
     "attacks": attacks.attacks_scenario,
 }
 
@@ -156,6 +160,7 @@ def main() -> None:
         help="print every scenario's rows as one JSON object on stdout (the tables go to stderr)",
     )
     scenarios.add_arguments(parser)
+    search.add_arguments(parser)
     attacks.add_arguments(parser)
     args = parser.parse_args()
     unknown = [name for name in args.scenarios if name not in SCENARIOS]

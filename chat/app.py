@@ -20,7 +20,7 @@ from starlette.websockets import WebSocket
 from chat import account_page, pages, storage, ws, wsprotocol
 from chat.db import PROJECT_DIR
 from chat.renewal import CookieRenewal
-from chat.routes import admin, auth, health, invites, me, rooms
+from chat.routes import admin, auth, health, invites, me, rooms, search
 from chat.services import Services
 from chat.settings import Settings
 from chat.transport import SERVER_SEND_KEY
@@ -203,6 +203,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         rooms.dms,
         admin.router,
         invites.router,
+        search.router,
         health.router,
     ):
         app.include_router(router)

@@ -21,6 +21,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
+from chat import search
 from chat.db import alembic_config, migrate
 from chat.models import Base, UTCDateTime
 from chat.settings import Settings
@@ -232,7 +233,13 @@ def schema_diff(settings: Settings) -> list[Any]:
     async def read(conn: AsyncConnection) -> list[Any]:
         def diff(sync: sa.Connection) -> list[Any]:
             context = MigrationContext.configure(
-                sync, opts={"compare_type": True, "compare_server_default": False}
+                sync,
+                opts={
+                    "compare_type": True,
+                    "compare_server_default": False,
+                    # The search indexes are the migrations' alone (see chat.search.in_models).
+                    "include_name": search.in_models,
+                },
             )
             return list(compare_metadata(context, Base.metadata))
 

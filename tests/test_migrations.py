@@ -12,6 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from chat import search
 from chat.db import alembic_config, migrate
 from chat.models import Base
 from chat.settings import Settings
@@ -33,7 +34,13 @@ def sync_engine(settings: Settings) -> Iterator[sa.Engine]:
 def schema_diff(engine: sa.Engine) -> list[Any]:
     with engine.connect() as conn:
         context = MigrationContext.configure(
-            conn, opts={"compare_type": True, "compare_server_default": False}
+            conn,
+            opts={
+                "compare_type": True,
+                "compare_server_default": False,
+                # The search indexes are the migrations' alone (see chat.search.in_models).
+                "include_name": search.in_models,
+            },
         )
         return list(compare_metadata(context, Base.metadata))
 

@@ -41,6 +41,8 @@ class Exercise:
     json: dict[str, Any] | None
     in_private: int
     in_dm: int
+    # Other query parameters it needs (the room goes in `room` when not in the path).
+    params: dict[str, str] | None = None
 
 
 # Every route that takes a room name, in the order the members' positive controls run
@@ -68,6 +70,7 @@ EXERCISES: dict[tuple[str, str], Exercise] = {
     ("DELETE", "/api/rooms/{name}/messages/{message_id}"): Exercise(None, 204, 403),
     ("PUT", "/api/rooms/{name}/read"): Exercise({"up_to": 0}, 204, 204),
     ("GET", "/rooms/{name}"): Exercise(None, 200, 200),
+    ("GET", "/api/search"): Exercise(None, 200, 200, {"q": "secret"}),
 }
 ROOM_SOCKET = "/ws/rooms/{name}"
 
@@ -213,7 +216,11 @@ def comparable(response: httpx.Response, name: str) -> tuple[int, str, list[tupl
 
 def call(http: httpx.Client, key: tuple[str, str], room: str, username: str) -> httpx.Response:
     method, path = key
-    return http.request(method, fill(path, room, username), json=EXERCISES[key].json)
+    exercise = EXERCISES[key]
+    params = dict(exercise.params or {})
+    if PLACEHOLDER not in path:
+        params[ROOM_QUERY_PARAM] = room
+    return http.request(method, fill(path, room, username), json=exercise.json, params=params)
 
 
 def socket_close(server: Server, account: Account, room: str) -> tuple[int, str]:
