@@ -1,7 +1,7 @@
 """Messages that change and attention in Chromium: a message's menu (edit in place, delete
 with confirmation, react), "(edited)" and tombstones seen live by the other side, mentions
 highlighted, unread badges across two tabs of one user, a link that opens a room at a message
-with the messages around it, and axe-core's rules with the menu open.
+with the messages around it, search from the rooms page, and axe-core's rules with the menu open.
 
 The screenshots land in test-artifacts/ (messages-*.png); the README shows copies of them
 from docs/screenshots/."""
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Account, Server, unique
-from tests.test_browser import ARTIFACTS, Person, chromium
+from tests.test_browser import ARTIFACTS, XSS, Person, chromium
 
 pytest.importorskip("axe_playwright_python", reason="the test extra is not installed")
 from axe_playwright_python.sync_playwright import Axe
@@ -414,3 +414,67 @@ def test_changes_made_while_away_shown_on_resume(
     expect(reacted.locator(".reaction")).to_have_text("👍 1")
     # Each message once.
     expect(person.page.locator("#messages li[data-id]")).to_have_count(3)
+
+
+def test_search_results_open_the_message(server: Server, two: tuple[Person, Person]) -> None:
+    """The rooms page's search box lists `GET /api/search`'s results as text, with room, author
+    and time, from the rooms the caller may read only (not a private room of others), without
+    deleted messages; a result opens its room at the message, highlighted, with those around
+    it."""
+    bob, carol = two
+    alice_account = server.register(unique("alice"))
+    bob_account = signed_in(bob, server, "bob")
+    signed_in(carol, server, "carol")
+    secret = unique("secret-")
+    assert (
+        api(
+            server, alice_account, "POST", "/api/rooms", json={"name": secret, "kind": "private"}
+        ).status_code
+        == 201
+    )
+    # Writers enough to post the room's messages within the rate limit's burst.
+    writers = [alice_account, bob_account, server.register(), server.register()]
+    for writer in writers[1:]:
+        path = f"/api/rooms/{secret}/members/{writer.username}"
+        assert api(server, alice_account, "PUT", path).status_code == 204
+    word = unique("quarterly")
+    base = f"/api/rooms/{secret}/messages"
+    ids = []
+    for i in range(56):
+        writer = alice_account if i == 10 else writers[i % len(writers)]
+        body = {"body": f"the {word} numbers {XSS}" if i == 10 else f"filler {i}"}
+        response = api(server, writer, "POST", base, json=body)
+        assert response.status_code == 201, response.text
+        ids.append(response.json()["id"])
+    gone = api(server, alice_account, "POST", base, json={"body": f"{word} draft to drop"}).json()
+    assert api(server, alice_account, "DELETE", f"{base}/{gone['id']}").status_code == 204
+
+    page = bob.page
+    page.fill("#search-q", word[:-2])  # a prefix of the last word matches
+    page.press("#search-q", "Enter")
+    expect(page.locator("#search-status")).to_have_text("1 message found.")
+    result = page.locator("#search-results li")
+    expect(result.locator(".result-body")).to_have_text(f"the {word} numbers {XSS}")
+    expect(result.locator(".result-room")).to_have_text(f"#{secret}")
+    expect(result.locator(".result-user")).to_have_text(alice_account.username)
+    expect(result.locator("a")).to_have_attribute("href", f"/rooms/{secret}#msg-{ids[10]}")
+    accessible(page, "the rooms page with search results")
+    screenshot(page, "search")
+
+    # Carol may not read the room: she finds nothing, as for a word never written.
+    carol.page.fill("#search-q", word)
+    carol.page.press("#search-q", "Enter")
+    expect(carol.page.locator("#search-status")).to_have_text("No messages found.")
+    expect(carol.page.locator("#search-results")).to_be_hidden()
+
+    result.locator("a").click()
+    page.wait_for_url(f"**/rooms/{secret}#msg-{ids[10]}")
+    expect(page.locator("#status")).to_have_text("live")
+    target = page.locator(f"#msg-{ids[10]}")
+    expect(target).to_have_class(has_class("target"))
+    expect(target).to_be_in_viewport()
+    expect(message(page, "filler 0")).to_have_count(1)
+    expect(message(page, "filler 55")).to_have_count(1)
+    for person in (bob, carol):
+        assert person.dialogs == []
+        assert script_errors(person) == []
