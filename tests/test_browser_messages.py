@@ -95,7 +95,8 @@ def test_edit_and_delete_seen_live(server: Server, two: tuple[Person, Person]) -
     """Edit, from the message's menu and the keyboard alone: the text becomes a box, Enter
     saves, Escape gives up; the other side's page shows the new text and "(edited)" at once
     (`update`). Delete asks first, then both pages show the tombstone "message deleted". Only
-    one's own messages offer Edit and Delete to a member. The page with the menu open passes
+    one's own messages offer Edit and Delete to a member; the room's owner may delete (not
+    edit) others'. The page with the menu open passes
     axe-core."""
     alice, bob = two
     alice_account = signed_in(alice, server, "alice")
@@ -163,6 +164,17 @@ def test_edit_and_delete_seen_live(server: Server, two: tuple[Person, Person]) -
         expect(gone.locator(".menu-button")).to_have_count(0)
     expect(message(bob.page, "the final text")).to_have_count(0)
     screenshot(bob.page, "deleted")
+
+    # Alice owns the room: she may delete bob's message (not edit it), and does.
+    bob.say("a message of bob's")
+    on_bobs_page = by_id(bob.page, "a message of bob's")
+    his = by_id(alice.page, "a message of bob's")
+    his.locator(".menu-button").click()
+    expect(his.locator(".message-menu [data-action=edit]")).to_have_count(0)
+    his.locator(".message-menu button[data-action=delete]").click()
+    alice.page.click("#confirm-delete-ok")
+    expect(on_bobs_page.locator(".body")).to_have_text("message deleted")
+    expect(message(bob.page, "a message of bob's")).to_have_count(0)
     for person in (alice, bob):
         assert person.dialogs == []
         assert script_errors(person) == []
