@@ -96,8 +96,7 @@ def test_edit_and_delete_seen_live(server: Server, two: tuple[Person, Person]) -
     saves, Escape gives up; the other side's page shows the new text and "(edited)" at once
     (`update`). Delete asks first, then both pages show the tombstone "message deleted". Only
     one's own messages offer Edit and Delete to a member; the room's owner may delete (not
-    edit) others'. The page with the menu open passes
-    axe-core."""
+    edit) others'. The page with the menu open passes axe-core."""
     alice, bob = two
     alice_account = signed_in(alice, server, "alice")
     bob_account = signed_in(bob, server, "bob")
