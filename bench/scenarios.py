@@ -144,7 +144,7 @@ def serving(kind: str) -> Iterator[Endpoint]:
                 return {
                     "urls": cluster.ws_urls,
                     "tokens": tokens,
-                    "room": cluster.create_room(tokens[0]),
+                    "room": cluster.create_room(tokens[0], tokens[1:]),
                 }
 
             yield Endpoint(kind, cluster, product_room)

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,7 @@ UNLIMITED = {
     "CHAT_WS_HANDSHAKES_PER_SEC": "100000000",
     "CHAT_ROOMS_PER_USER": "100000",
     "CHAT_ROOM_CREATE_BURST": "100000",
+    "CHAT_MEMBERSHIP_BURST": "100000000",
     "CHAT_MAX_CONNECTIONS": "100000",
 }
 
@@ -134,15 +136,24 @@ class ChatCluster:
                 names.append(name)
         return names
 
-    def create_room(self, token: str) -> str:
+    def create_room(self, token: str, members: Sequence[str] = ()) -> str:
+        """A new room of the user of `token`, which the users of `members` join first."""
         name = f"bench-{secrets.token_hex(4)}"
-        r = httpx.post(
-            f"{self.urls[0]}/api/rooms",
-            json={"name": name},
-            headers={"Authorization": f"Bearer {token}"},
-        )
-        r.raise_for_status()
+        with httpx.Client(base_url=self.urls[0], timeout=30) as http:
+            r = http.post("/api/rooms", json={"name": name}, headers=_bearer(token))
+            r.raise_for_status()
+            # Members before their sockets open, as in a room people belong to: a user's
+            # first socket would otherwise send a `member` frame to those already open
+            # while the load generator takes over their transports.
+            for member in members:
+                username = http.get("/api/me", headers=_bearer(member)).json()["username"]
+                r = http.put(f"/api/rooms/{name}/members/{username}", headers=_bearer(member))
+                r.raise_for_status()
         return name
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 @dataclass
