@@ -67,7 +67,7 @@ def cluster_scenario(args: argparse.Namespace) -> list[dict[str, Any]]:
         def steps(cluster: ChatCluster, label: str = label) -> None:
             tokens = cluster.accounts(10)
             for rate in args.rates:
-                room = cluster.create_room(tokens[0])
+                room = cluster.create_room(tokens[0], tokens[1:])
                 job = {
                     "urls": cluster.ws_urls,
                     "tokens": tokens,
@@ -85,7 +85,7 @@ def cluster_scenario(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     def cross(cluster: ChatCluster) -> None:
         tokens = cluster.accounts(10)
-        room = cluster.create_room(tokens[0])
+        room = cluster.create_room(tokens[0], tokens[1:])
         job = {
             "urls": cluster.ws_urls[1:],
             "sender_urls": cluster.ws_urls[:1],

@@ -466,7 +466,7 @@ def idle_scenario(args: argparse.Namespace) -> list[dict[str, Any]]:
         try:
             with chat_cluster() as cluster:
                 tokens = cluster.accounts(10)  # The first one is the admin.
-                room = cluster.create_room(tokens[0])
+                room = cluster.create_room(tokens[0], tokens[1:])
                 pid = cluster.pids[0]
                 time.sleep(1)
                 before = rss_bytes(pid)
