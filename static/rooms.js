@@ -174,6 +174,7 @@ function connectMe() {
         readAll();
         break;
       case "activity":
+        notifyOf(frame);
         setCounts(frame.room, frame.unread, frame.mentions);
         break;
       case "read":
@@ -193,6 +194,54 @@ function connectMe() {
     attempt += 1;
     setTimeout(connectMe, wait);
   };
+}
+
+// Browser notifications, opt-in (SPEC "Attention"): a new mention, or a new message in a DM,
+// while the page is hidden. The choice is kept in this browser only.
+const NOTIFY_KEY = "chat.notify";
+const notifyBox = document.getElementById("notify");
+const notifyStatus = document.getElementById("notify-status");
+
+function notifying() {
+  return "Notification" in window && Notification.permission === "granted"
+    && localStorage.getItem(NOTIFY_KEY) === "1";
+}
+
+function notifyOf(frame) {
+  const li = entries(frame.room)[0];
+  if (!li || !document.hidden || !notifying()) return;
+  const newMentions = frame.mentions > (Number(li.dataset.mentions) || 0);
+  const newInDm = li.closest("#dms") !== null && frame.unread > (Number(li.dataset.unread) || 0);
+  if (!newMentions && !newInDm) return;
+  const name = li.querySelector("a")?.textContent || frame.room;
+  const body = newMentions
+    ? `${shownCount(frame.mentions)} mentioning you`
+    : `${shownCount(frame.unread)} unread`;
+  const note = new Notification(name, { body, tag: frame.room });
+  note.onclick = () => {
+    window.focus();
+    location.href = `/rooms/${encodeURIComponent(frame.room)}`;
+  };
+}
+
+if ("Notification" in window) {
+  document.getElementById("notify-option").hidden = false;
+  notifyBox.checked = notifying();
+  notifyBox.addEventListener("change", async () => {
+    if (!notifyBox.checked) {
+      localStorage.removeItem(NOTIFY_KEY);
+      notifyStatus.textContent = "";
+      return;
+    }
+    const permission = await Notification.requestPermission();
+    if (permission === "granted") {
+      localStorage.setItem(NOTIFY_KEY, "1");
+      notifyStatus.textContent = "";
+    } else {
+      notifyBox.checked = false;
+      notifyStatus.textContent = "The browser did not allow notifications for this site.";
+    }
+  });
 }
 
 updateTitle();

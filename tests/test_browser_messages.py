@@ -7,6 +7,7 @@ The screenshots land in test-artifacts/ (messages-*.png); the README shows copie
 from docs/screenshots/."""
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -489,3 +490,80 @@ def test_search_results_open_the_message(server: Server, two: tuple[Person, Pers
     for person in (bob, carol):
         assert person.dialogs == []
         assert script_errors(person) == []
+
+
+# A headless browser shows no notification: the page's calls to the Notification API are
+# recorded instead, and whether the page is hidden is the test's to say.
+RECORD_NOTIFICATIONS = """
+window.__notes = [];
+window.__hidden = false;
+class RecordedNotification {
+  // Granted once, for the site, as a browser keeps it.
+  static get permission() {
+    return localStorage.getItem("test.granted") ? "granted" : "default";
+  }
+  static requestPermission() {
+    localStorage.setItem("test.granted", "1");
+    return Promise.resolve("granted");
+  }
+  constructor(title, options) {
+    window.__notes.push({ title, body: options.body, tag: options.tag });
+  }
+}
+window.Notification = RecordedNotification;
+Object.defineProperty(Document.prototype, "hidden", { get() { return window.__hidden; } });
+"""
+
+
+def test_opted_in_notifications_for_mentions_and_dms_while_hidden(
+    browser: Browser, server: Server
+) -> None:
+    """Opted in on the rooms page, bob is notified while the page is hidden of a new mention
+    and of a new message in a DM (named by the other person); not of a plain message in a
+    room, and not of anything while the page is in sight (the controls)."""
+    alice = Person(browser.new_context(), server.url)
+    bob = Person(browser.new_context(), server.url)
+    bob.context.add_init_script(RECORD_NOTIFICATIONS)
+    try:
+        a, b = signed_in(alice, server, "alice"), signed_in(bob, server, "bob")
+        room = a_room(server, a, b)
+        dm = api(server, a, "POST", "/api/dms", json={"users": [b.username]}).json()["name"]
+        page = bob.page
+        bob.goto("/rooms")
+        page.check("#notify")
+        expect(page.locator("#notify")).to_be_checked()
+        entry = page.locator(f'#rooms li[data-room="{room}"]')
+
+        def post(where: str, body: str) -> None:
+            r = api(server, a, "POST", f"/api/rooms/{where}/messages", json={"body": body})
+            assert r.status_code == 201, r.text
+
+        def notes(count: int | None = None) -> list[dict[str, str]]:
+            """What was notified; with `count`, once that many were (in 5 s at most)."""
+            deadline = time.monotonic() + 5
+            while True:
+                found: list[dict[str, str]] = page.evaluate("window.__notes")
+                if count is None or len(found) >= count or time.monotonic() > deadline:
+                    return found
+                time.sleep(0.05)
+
+        post(room, f"@{b.username} while you look")
+        expect(entry.locator(".badge.mention-count .n")).to_have_text("1")
+        page.evaluate("window.__hidden = true")
+        post(room, "nothing for bob")
+        expect(entry.locator(".badge.unread .n")).to_have_text("2")
+        assert notes() == []
+        post(room, f"hidden now, @{b.username}")
+        expect(entry.locator(".badge.mention-count .n")).to_have_text("2")
+        first = notes(1)
+        assert len(first) == 1 and first[0]["tag"] == room, first
+        assert "mentioning you" in first[0]["body"]
+        post(dm, "just between us")
+        both = notes(2)
+        assert len(both) == 2 and both[1]["tag"] == dm and a.username in both[1]["title"], both
+        # The choice stays with this browser.
+        page.reload()
+        expect(page.locator("#notify")).to_be_checked()
+    finally:
+        alice.context.close()
+        bob.context.close()
