@@ -195,11 +195,12 @@ class Recorded:
         await self._transactions.close()
 
 
-async def wait_for_lock_wait(engine: AsyncEngine, timeout_secs: float = 10) -> None:
+async def wait_for_lock_wait(engine: AsyncEngine, timeout_secs: float = 30) -> None:
     """Until some session of this database waits for another transaction's row lock.
 
     PostgreSQL gives no notice of a lock wait that could be awaited, so its activity
-    view is polled.
+    view is polled. On a loaded machine the other writer has been seen to take over 10 s
+    to get there.
     """
     query = text(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
