@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chat import events
 from chat.events import ActivityFrame, ReadFrame, RoomEvent, RoomFrame
-from chat.hub import Connection, Hub
+from chat.hub import Connection, Hub, kick_where
 from chat.models import Membership, Mention, Message, ReadMarker, Room, User
 from chat.rooms import RoomDirectory
 
@@ -201,14 +201,10 @@ class MeSockets:
             yield from own
 
     def kick_sessions(self, session_ids: set[str], code: int, reason: str) -> None:
-        for connection in list(self.all()):
-            if connection.session_id in session_ids:
-                connection.kick(code, reason)
+        kick_where(self.all(), lambda c: c.session_id in session_ids, code, reason)
 
     def kick_user(self, user_id: int, code: int, reason: str) -> None:
-        for connection in list(self.all()):
-            if connection.user_id == user_id:
-                connection.kick(code, reason)
+        kick_where(self.all(), lambda c: c.user_id == user_id, code, reason)
 
 
 def _push(connections: Iterable[Connection], payload: bytes) -> None:

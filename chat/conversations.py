@@ -126,16 +126,6 @@ class Conversations:
         await self._changes.acquire(caller.username_key)
         return standing
 
-    async def readable(self, caller: Caller, names: list[str]) -> list[str]:
-        """Those of the rooms named that the caller may read."""
-        refs = await self.rooms.refs(names)
-        query = select(Room.name).where(
-            Room.id.in_([ref.id for ref in refs.values()]),
-            access.readable(caller.id, caller.is_admin),
-        )
-        async with self._sessions() as session:
-            return list(await session.scalars(query))
-
     async def still_admitted(self, rooms_of: dict[int, set[str]]) -> dict[int, set[str]]:
         """Of each user's rooms (by user id), those whose sockets they may keep: rooms they
         may read and are a member of (opening a public room's socket makes one a member, so

@@ -14,7 +14,7 @@ cannot be written to it queues them instead, for a task of its own.
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Sequence
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -210,6 +210,15 @@ def _abort_unless_drained(sink: DirectSink) -> None:
 
 # Reads a room's sequence after a number: its messages, or their events (messages and
 # changes, each with its number), ascending.
+def kick_where(
+    connections: Iterable[Connection], which: Callable[[Connection], bool], code: int, reason: str
+) -> None:
+    """End those of the connections `which` picks."""
+    for connection in list(connections):
+        if which(connection):
+            connection.kick(code, reason)
+
+
 Fetch = Callable[[str, int], Awaitable[Sequence[StoredMessage | RoomEvent]]]
 # Pause between reads of a room's missing messages that found none.
 FILL_RETRY_SECS = 0.05
@@ -284,15 +293,11 @@ class Hub:
 
     def kick_sessions(self, session_ids: Collection[str], code: int, reason: str) -> None:
         """End every socket opened with a token of one of these sessions."""
-        for connection in list(self.all()):
-            if connection.session_id in session_ids:
-                connection.kick(code, reason)
+        kick_where(self.all(), lambda c: c.session_id in session_ids, code, reason)
 
     def kick_user(self, user_id: int, code: int, reason: str) -> None:
         """End every socket of the account `user_id`."""
-        for connection in list(self.all()):
-            if connection.user_id == user_id:
-                connection.kick(code, reason)
+        kick_where(self.all(), lambda c: c.user_id == user_id, code, reason)
 
     def kick_user_in_room(self, room: str, user_id: int, code: int, reason: str) -> None:
         """End every socket of the account `user_id` in `room`."""

@@ -6,6 +6,7 @@ import functools
 import logging
 import math
 import time
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from starlette.routing import WebSocketRoute
@@ -122,6 +123,13 @@ def _since(websocket: WebSocket) -> int | None:
     return since
 
 
+def _expire(expires_at: float, kick: Callable[[int, str], None]) -> asyncio.TimerHandle:
+    """Close a socket (1008) when its authentication runs out, at `expires_at` (epoch)."""
+    return asyncio.get_running_loop().call_later(
+        max(0.0, expires_at - time.time()), kick, CloseCode.UNAUTHENTICATED, "session expired"
+    )
+
+
 async def _close(websocket: WebSocket, code: int, reason: str) -> None:
     # Suppressed: the peer may have closed first.
     with contextlib.suppress(RuntimeError, WebSocketDisconnect, OSError):
@@ -209,12 +217,7 @@ async def _serve(
         return
     connection.reader = reader
     services.last_seen.mark(member.id)
-    expiry = asyncio.get_running_loop().call_later(
-        max(0.0, expires_at - time.time()),
-        connection.kick,
-        CloseCode.UNAUTHENTICATED,
-        "session expired",
-    )
+    expiry = _expire(expires_at, connection.kick)
     try:
         users = await services.presence.join(room, member.username)
         if users is not None:
@@ -463,12 +466,7 @@ async def me_socket(websocket: WebSocket) -> None:
     reader = asyncio.current_task()
     connection.reader = reader
     services.last_seen.mark(connection.user_id)
-    expiry = asyncio.get_running_loop().call_later(
-        max(0.0, expires_at - time.time()),
-        connection.kick,
-        CloseCode.UNAUTHENTICATED,
-        "session expired",
-    )
+    expiry = _expire(expires_at, connection.kick)
     try:
         ready: ReadyFrame = {"type": "ready", "user": connection.user}
         await websocket.send_text(events.encode(ready).decode())
@@ -526,12 +524,7 @@ async def admin_socket(websocket: WebSocket) -> None:
     # A sign-out, an ended session, a deactivation or a demotion reaches `view` at once
     # through the broker; expiry by this timer; anything else (a role changed in the
     # database by hand, the account deleted) is seen on the next refresh.
-    expiry = asyncio.get_running_loop().call_later(
-        max(0.0, _expires_at(found) - time.time()),
-        view.kick,
-        CloseCode.UNAUTHENTICATED,
-        "session expired",
-    )
+    expiry = _expire(_expires_at(found), view.kick)
     del user, found
     receiver = asyncio.create_task(_drain(websocket))
     try:
