@@ -19,8 +19,9 @@ from starlette.websockets import WebSocket
 
 from chat import account_page, pages, storage, ws, wsprotocol
 from chat.db import PROJECT_DIR
+from chat.prometheus import HttpMetrics
 from chat.renewal import CookieRenewal
-from chat.routes import admin, auth, health, invites, me, rooms, search
+from chat.routes import admin, auth, health, invites, me, metrics, rooms, search
 from chat.services import Services
 from chat.settings import Settings
 from chat.transport import SERVER_SEND_KEY
@@ -194,6 +195,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(SecurityHeaders, https=settings.cookie_secure)
     app.add_middleware(BodyLimit, max_bytes=settings.http_max_body_bytes)
     app.add_middleware(CookieRenewal)
+    app.add_middleware(HttpMetrics, metrics=services.metrics)
     # Outermost of these: it must see the server's own send.
     app.add_middleware(SocketRoutes, routes=ws.routes)
     for router in (
@@ -205,6 +207,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         invites.router,
         search.router,
         health.router,
+        metrics.router,
     ):
         app.include_router(router)
     app.include_router(pages.router)

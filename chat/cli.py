@@ -1,16 +1,17 @@
-"""The `chat` command: serve, migrate, create-admin, create-user."""
+"""The `chat` command: serve, migrate, create-admin, create-user, backup."""
 
 import argparse
 import asyncio
 import getpass
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
-from chat import accounts, wsprotocol
+from chat import accounts, backup, prometheus, wsprotocol
 from chat.broker import check_broker
 from chat.db import create_engine, migrate, session_factory
 from chat.errors import UsernameTaken
@@ -56,15 +57,23 @@ def serve(args: argparse.Namespace) -> None:
     raise_open_files_limit(settings.max_connections)
     check_broker(settings.broker_url)
     _migrate(settings)
-    uvicorn.run(
-        "chat.app:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_config=log_config(),
-        **uvicorn_options(settings),
-    )
+    metrics_dir = None
+    if settings.metrics_token and (args.workers > 1 or prometheus.multiprocess_dir()):
+        # Each worker keeps its values in files there; the one scraped adds them all up.
+        metrics_dir = prometheus.prepare_multiprocess_dir()
+    try:
+        uvicorn.run(
+            "chat.app:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_config=log_config(log_format=settings.log_format),
+            **uvicorn_options(settings),
+        )
+    finally:
+        if metrics_dir is not None:
+            prometheus.remove_multiprocess_dir(metrics_dir)
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
@@ -161,6 +170,17 @@ def create_user(args: argparse.Namespace) -> None:
     print(f"{args.username} created{' as admin' if is_admin else ''}")
 
 
+def backup_command(args: argparse.Namespace) -> None:
+    settings = _settings()
+    if not settings.is_sqlite:
+        raise CommandError(backup.POSTGRES_POINTER)
+    try:
+        size = backup.backup_sqlite(settings, args.path, replace=args.force)
+    except backup.BackupError as exc:
+        raise CommandError(str(exc)) from None
+    print(f"backed up the database to {args.path} ({size / 2**20:.1f} MiB)")
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="chat",
@@ -186,6 +206,12 @@ def parser() -> argparse.ArgumentParser:
     cmd.add_argument("username")
     cmd.add_argument("--admin", action="store_true", help="make the account an admin")
     cmd.set_defaults(run=create_user)
+    cmd = commands.add_parser(
+        "backup", help="copy the SQLite database, also while the server runs (PostgreSQL: pg_dump)"
+    )
+    cmd.add_argument("path", type=Path, help="the file to write; it must not exist yet")
+    cmd.add_argument("--force", action="store_true", help="replace the file if it exists")
+    cmd.set_defaults(run=backup_command)
     return root
 
 

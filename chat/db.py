@@ -190,7 +190,7 @@ def migrate(settings: Settings) -> None:
     command.upgrade(alembic_config(settings), "head")
 
 
-def _sqlite_path(url: str) -> Path | None:
+def sqlite_path(url: str) -> Path | None:
     parsed = make_url(url)
     path = parsed.database
     if not path or path == ":memory:" or parsed.query.get("uri"):
@@ -201,7 +201,7 @@ def _sqlite_path(url: str) -> Path | None:
 def _own_sqlite_files(url: str) -> None:
     """Create the SQLite file readable by this user only, before SQLite creates it with
     the umask's mode (often 0644), and take back files an older version left open."""
-    path = _sqlite_path(url)
+    path = sqlite_path(url)
     if path is None:
         return
     with contextlib.suppress(FileExistsError):
@@ -218,7 +218,7 @@ def _check_sqlite_file(url: str) -> None:
     When aiosqlite fails to open a file, its worker thread outlives the event loop of
     the migration and prints a traceback; this reports the failure as one clear error.
     """
-    path = _sqlite_path(url)
+    path = sqlite_path(url)
     if path is None:
         return
     try:

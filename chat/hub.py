@@ -237,23 +237,32 @@ class RoomFeed:
         # A task is reading the room's missing messages from the database.
         self.filling = False
 
-    def fan_out(self, event: RoomEvent) -> None:
-        """Send an event to every member but its `skip_user`."""
+    def fan_out(self, event: RoomEvent) -> int:
+        """Send an event to every member but its `skip_user`; how many sockets got it."""
         frame, wire = (event.seq, event.payload), wire_frame(event.payload)
-        for connection in tuple(self.members):
+        members = tuple(self.members)
+        if event.skip_user is None:
+            for connection in members:
+                connection.push(frame, wire)
+            return len(members)
+        sent = 0
+        for connection in members:
             if connection.user != event.skip_user:
                 connection.push(frame, wire)
+                sent += 1
+        return sent
 
-    def fan_out_run(self, run: list[RoomEvent]) -> None:
-        """Send consecutive messages to every member, in one write per socket."""
+    def fan_out_run(self, run: list[RoomEvent]) -> int:
+        """Send consecutive messages to every member, in one write per socket; how many
+        frames were handed out in all."""
         if len(run) <= 1:
-            for event in run:
-                self.fan_out(event)
-            return
+            return sum(self.fan_out(event) for event in run)
         frames = [(event.seq, event.payload) for event in run]
         wire = b"".join(wire_frame(event.payload) for event in run)
-        for connection in tuple(self.members):
+        members = tuple(self.members)
+        for connection in members:
             connection.push_run(frames, wire)
+        return len(run) * len(members)
 
 
 class Hub:
@@ -264,6 +273,9 @@ class Hub:
         self._per_user: dict[str, set[Connection]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.connections = 0
+        # Frames handed to room sockets so far, one per receiving socket: counted per
+        # fan-out, read by the metrics.
+        self.deliveries = 0
 
     def add(self, connection: Connection) -> None:
         self._rooms.setdefault(connection.room, RoomFeed()).members.add(connection)
@@ -274,7 +286,7 @@ class Hub:
         """Begin the room's stream after `last`, the newest seq a joining socket has read."""
         feed = self._rooms.get(room)
         if feed is not None:
-            feed.fan_out_run(feed.sequencer.start(last))
+            self.deliveries += feed.fan_out_run(feed.sequencer.start(last))
             self._fill(room, feed)
 
     def remove(self, connection: Connection) -> None:
@@ -339,10 +351,9 @@ class Hub:
             if event.seq:
                 run += feed.sequencer.offer(event.seq, event)
             else:
-                feed.fan_out_run(run)
+                self.deliveries += feed.fan_out_run(run) + feed.fan_out(event)
                 run = []
-                feed.fan_out(event)
-        feed.fan_out_run(run)
+        self.deliveries += feed.fan_out_run(run)
         self._fill(room, feed)
 
     def catch_up(self) -> None:
@@ -385,7 +396,7 @@ class Hub:
                     # Should not happen: a held seq implies its predecessors are committed.
                     skipped = sequencer.skipped
                     log.error("messages %d to %d of %s not found", skipped[0], skipped[-1], room)
-                feed.fan_out_run(released)
+                self.deliveries += feed.fan_out_run(released)
                 if not released and sequencer.needs_fill:
                     await asyncio.sleep(FILL_RETRY_SECS)
         finally:

@@ -5,6 +5,8 @@ import re
 from typing import Any
 from urllib.parse import unquote_plus
 
+from pythonjsonlogger.json import JsonFormatter as _LibraryJsonFormatter
+
 # `name=value` pairs, as in a query string; the name may be percent-encoded.
 _PAIR = re.compile(r"((?:[A-Za-z0-9_.~+\-]|%[0-9A-Fa-f]{2})+)=[^&\s\"']*")
 # Names whose values are secrets once decoded: `?token=...` (or `?%74oken=...`, which the
@@ -46,8 +48,52 @@ class ClientFaultsAsWarnings(logging.Filter):
         return True
 
 
-def log_config(level: str = "INFO") -> dict[str, Any]:
-    """uvicorn's logging configuration, every handler passing through the redaction filter."""
+# The fields of every JSON line (and `time`, in ISO 8601 UTC), named as log collectors expect.
+_JSON_FIELDS = "%(levelname)s %(name)s %(message)s"
+_JSON_NAMES = {"levelname": "level", "name": "logger"}
+# What uvicorn's access records carry as their arguments, named.
+_ACCESS_FIELDS = ("client_addr", "method", "path", "http_version", "status_code")
+
+
+class JsonFormatter(_LibraryJsonFormatter):
+    """python-json-logger's formatter: one JSON object per line. An access line also
+    carries its request's parts as fields; uvicorn's coloured copy of a message is left
+    out. The redaction filter has run on the record before it gets here."""
+
+    def add_fields(
+        self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
+    ) -> None:
+        super().add_fields(log_data, record, message_dict)
+        log_data.pop("color_message", None)
+        args = record.args
+        if (
+            record.name == "uvicorn.access"
+            and isinstance(args, tuple)
+            and len(args) == len(_ACCESS_FIELDS)
+        ):
+            log_data.update(zip(_ACCESS_FIELDS, args, strict=True))
+
+
+def _json_formatter() -> dict[str, Any]:
+    return {
+        "()": JsonFormatter,
+        "fmt": _JSON_FIELDS,
+        "rename_fields": _JSON_NAMES,
+        "timestamp": "time",
+        "json_ensure_ascii": False,
+    }
+
+
+def log_config(level: str = "INFO", log_format: str = "text") -> dict[str, Any]:
+    """uvicorn's logging configuration, every handler passing through the redaction filter;
+    `log_format` is CHAT_LOG_FORMAT: `text` lines, or `json` objects one per line."""
+    config = _text_log_config(level)
+    if log_format == "json":
+        config["formatters"] = {"default": _json_formatter(), "access": _json_formatter()}
+    return config
+
+
+def _text_log_config(level: str) -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,

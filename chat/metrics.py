@@ -2,6 +2,7 @@
 
 import asyncio
 import time
+from collections.abc import Callable
 
 WINDOW_SECS = 5
 
@@ -39,6 +40,8 @@ class LoopLag:
     def __init__(self) -> None:
         self.max_secs = 0.0
         self._task: asyncio.Task[None] | None = None
+        # Given every sample too (the Prometheus histogram).
+        self.observe: Callable[[float], None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._probe(), name="loop-lag-probe")
@@ -58,4 +61,7 @@ class LoopLag:
         while True:
             started = loop.time()
             await asyncio.sleep(self.PROBE_SECS)
-            self.max_secs = max(self.max_secs, loop.time() - started - self.PROBE_SECS)
+            lag = max(0.0, loop.time() - started - self.PROBE_SECS)
+            self.max_secs = max(self.max_secs, lag)
+            if self.observe is not None:
+                self.observe(lag)

@@ -29,6 +29,7 @@ from chat.messages import StoredMessage
 from chat.metrics import LoopLag, MessageRate
 from chat.models import User
 from chat.presence import MemoryPresence, Presence, RedisPresence
+from chat.prometheus import Metrics, TimedTransactions
 from chat.ratelimit import (
     LoginThrottle,
     MemoryLoginThrottle,
@@ -89,6 +90,8 @@ class Services:
     presence: Presence
     figures: Figures
     rooms: RoomDirectory
+    # What GET /metrics shows (chat.prometheus).
+    metrics: Metrics = field(default_factory=Metrics)
     hub: Hub = field(init=False)
     message_rate: MessageRate = field(default_factory=MessageRate)
     loop_lag: LoopLag = field(default_factory=LoopLag)
@@ -154,6 +157,7 @@ class Services:
                 client, s.register_global_burst, per_hour[1], f"{namespace}:register-all"
             )
         self.hasher = PasswordHasher(HASHING_THREADS, s.hash_queue_max)
+        self.loop_lag.observe = self.metrics.loop_lag.observe
         self.writer = MessageWriter(self.transactions, self._publish_messages)
         self.last_seen = LastSeen(self.sessions)
         self.hub = Hub(self._messages_after)
@@ -182,6 +186,7 @@ class Services:
         broker = create_broker(settings.broker_url, settings.redis_namespace)
         presence: Presence = MemoryPresence()
         figures: Figures = ProcessFigures()
+        metrics = Metrics()
         if isinstance(broker, RedisBroker):
             presence = RedisPresence(
                 broker.client, settings.presence_ttl_secs, settings.redis_namespace
@@ -192,13 +197,14 @@ class Services:
             signing_key=settings.signing_key(),
             engine=engine,
             sessions=sessions,
-            transactions=write_transactions(settings, engine),
+            transactions=TimedTransactions(write_transactions(settings, engine), metrics.db_commit),
             broker=broker,
             presence=presence,
             figures=figures,
             rooms=RoomDirectory(
                 sessions, _room_creations(settings, broker), settings.rooms_per_user
             ),
+            metrics=metrics,
         )
 
     @property
@@ -218,10 +224,12 @@ class Services:
         await self.figures.start(lambda: (self.hub.connections, self.message_rate.per_sec()))
         self.writer.start()
         self.loop_lag.start()
+        self.metrics.start(self)
 
     async def stop(self) -> None:
         # By now the server has closed every socket (1012) and let their handlers
         # finish; store what they submitted, then let go of broker and database.
+        await self.metrics.stop()
         await self.loop_lag.stop()
         await self.writer.stop()
         await self.attention.stop()
@@ -417,6 +425,7 @@ class Services:
         """Announce stored messages to their rooms; called only after their commit, with
         each room's messages in order, so that each socket gets a commit's in one write."""
         self.message_rate.add(len(stored))
+        self.metrics.messages_stored.inc(len(stored))
         await self.broker.publish([events.message_event(message) for message in stored])
 
     async def publish(self, event: RoomEvent) -> None:

@@ -1,6 +1,7 @@
 """Every setting of the server, read from `CHAT_*` environment variables."""
 
 import os
+import re
 import secrets
 from functools import cached_property
 from pathlib import Path
@@ -11,6 +12,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SECRET_KEY_FILE = "secret_key"
 MIN_SECRET_KEY_CHARS = 32
+MIN_METRICS_TOKEN_CHARS = 16
 # Values copied from examples and tutorials; a server signing tokens with one of
 # them lets anybody mint an admin token.
 PLACEHOLDER_SECRETS = frozenset({"secret", "changeme", "change-me", "your-secret-key", "dev"})
@@ -18,6 +20,8 @@ PLACEHOLDER_SECRETS = frozenset({"secret", "changeme", "change-me", "your-secret
 
 # CHAT_REGISTRATION's values.
 Registration = Literal["open", "invite", "closed"]
+# CHAT_LOG_FORMAT's values: lines for people, or one JSON object per line for collectors.
+LogFormat = Literal["text", "json"]
 
 
 class SettingsError(Exception):
@@ -110,11 +114,26 @@ class Settings(BaseSettings):
     membership_burst: int = Field(30, ge=1)
     membership_per_min: float = Field(60.0, gt=0)
 
+    # GET /metrics answers only when this is set, and only to `Authorization: Bearer <it>`.
+    metrics_token: str = ""
+    log_format: LogFormat = "text"
+
     @field_validator("allowed_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
             return [o.strip().rstrip("/") for o in value.split(",") if o.strip()]
+        return value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _check_metrics_token(cls, value: str) -> str:
+        # A short token could be guessed; a space or a non-ASCII one cannot be sent as is.
+        if value and not re.fullmatch(rf"[\x21-\x7e]{{{MIN_METRICS_TOKEN_CHARS},}}", value):
+            raise ValueError(
+                f"must be at least {MIN_METRICS_TOKEN_CHARS} printable ASCII characters, "
+                "without spaces"
+            )
         return value
 
     @cached_property
