@@ -27,8 +27,13 @@ def free_port() -> int:
 class Process:
     """`chat serve` on a free port; everything it prints goes to `log_path`."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(
+        self, data_dir: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+    ) -> None:
         self.data_dir = data_dir
+        # Settings beyond the data dir, and more `chat serve` options.
+        self.env = env or {}
+        self.args = args
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir / "server.log"
@@ -37,9 +42,10 @@ class Process:
     def start(self) -> None:
         env = {**os.environ, "CHAT_DATA_DIR": str(self.data_dir)}
         env.pop("CHAT_SECRET_KEY", None)
+        env.update(self.env)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "chat", "serve", "--port", str(self.port)],
+                [sys.executable, "-m", "chat", "serve", "--port", str(self.port), *self.args],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
