@@ -42,7 +42,7 @@ def scrape(url: str, token: str = TOKEN) -> Samples:
     return samples
 
 
-def wait_for(check: Callable[[], bool], timeout: float = 10) -> None:
+def wait_for(check: Callable[[], bool], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         assert time.monotonic() < deadline, "condition not met in time"
