@@ -58,7 +58,7 @@ def serve(args: argparse.Namespace) -> None:
     check_broker(settings.broker_url)
     _migrate(settings)
     metrics_dir = None
-    if settings.metrics_token and (args.workers > 1 or prometheus.multiprocess_dir()):
+    if (settings.metrics_token and args.workers > 1) or prometheus.multiprocess_dir():
         # Each worker keeps its values in files there; the one scraped adds them all up.
         metrics_dir = prometheus.prepare_multiprocess_dir()
     try:

@@ -254,11 +254,21 @@ class HttpMetrics:
             await self.app(scope, receive, send)
             return
 
+        started = False
+
         async def counting_send(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 child = self.by_class.get(message["status"] // 100)
                 if child is not None:
                     child.inc()
             await send(message)
 
-        await self.app(scope, receive, counting_send)
+        try:
+            await self.app(scope, receive, counting_send)
+        except Exception:
+            # The 500 that Starlette's outermost error handler is about to send.
+            if not started:
+                self.by_class[5].inc()
+            raise

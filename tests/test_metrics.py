@@ -1,5 +1,6 @@
 """GET /metrics: scraped from real servers and read with prometheus_client's own parser."""
 
+import asyncio
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -9,7 +10,9 @@ import httpx
 import pytest
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.types import Message, Receive, Scope, Send
 
+from chat.prometheus import HttpMetrics, Metrics
 from tests.conftest import (
     PASSWORD,
     REDIS_URL,
@@ -192,3 +195,30 @@ def test_every_worker_counts(tmp_path: Path) -> None:
     assert not list(directory.glob("gauge_live*"))
     assert len(list(directory.glob("counter_*.db"))) == 2
     assert os.environ.get("PROMETHEUS_MULTIPROC_DIR") is None
+
+
+def test_a_crash_counts_as_a_5xx() -> None:
+    """An exception that escapes the app becomes Starlette's 500 outside this middleware:
+    it is counted all the same; a response that started counts by its own status."""
+    metrics = Metrics()
+
+    async def crash(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == "/late":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+        raise RuntimeError("boom")
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Message) -> None:
+        pass
+
+    app = HttpMetrics(crash, metrics)
+    for path in ("/early", "/late"):
+        with pytest.raises(RuntimeError):
+            asyncio.run(app({"type": "http", "path": path}, receive, send))
+
+    def count(code: str) -> float | None:
+        return metrics.registry.get_sample_value("chat_http_responses_total", {"code": code})
+
+    assert count("5xx") == 1 and count("2xx") == 1
