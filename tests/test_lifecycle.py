@@ -50,7 +50,8 @@ class Process:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + 30
+        # Generous: on a loaded machine, workers spawned by `--workers` took over 20 s.
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.log_path.read_text()
             try:

@@ -158,8 +158,8 @@ def test_every_worker_counts(tmp_path: Path) -> None:
         "PROMETHEUS_MULTIPROC_DIR": str(directory),
     }
     server = Process(tmp_path, env, ("--workers", "2"))
-    server.start()
     try:
+        server.start()
         name = unique()
         httpx.post(f"{server.url}/api/auth/register", json={"username": name, "password": PASSWORD})
         r = httpx.post(
