@@ -22,6 +22,7 @@ from chat import events
 from chat.closecodes import CloseCode
 from chat.events import RoomEvent
 from chat.messages import StoredMessage
+from chat.metrics import MessageRate
 from chat.sequencer import RoomSequencer
 from chat.transport import DirectSink, direct_sink, wire_frame
 
@@ -237,23 +238,25 @@ class RoomFeed:
         # A task is reading the room's missing messages from the database.
         self.filling = False
 
-    def fan_out(self, event: RoomEvent) -> None:
-        """Send an event to every member but its `skip_user`."""
+    def fan_out(self, event: RoomEvent) -> int:
+        """Send an event to every member but its `skip_user`; how many frames that was
+        (counting the skipped: the figure is for the dashboard, and cheap)."""
         frame, wire = (event.seq, event.payload), wire_frame(event.payload)
         for connection in tuple(self.members):
             if connection.user != event.skip_user:
                 connection.push(frame, wire)
+        return len(self.members)
 
-    def fan_out_run(self, run: list[RoomEvent]) -> None:
-        """Send consecutive messages to every member, in one write per socket."""
+    def fan_out_run(self, run: list[RoomEvent]) -> int:
+        """Send consecutive messages to every member, in one write per socket; how many
+        frames that was."""
         if len(run) <= 1:
-            for event in run:
-                self.fan_out(event)
-            return
+            return sum(self.fan_out(event) for event in run)
         frames = [(event.seq, event.payload) for event in run]
         wire = b"".join(wire_frame(event.payload) for event in run)
         for connection in tuple(self.members):
             connection.push_run(frames, wire)
+        return len(run) * len(self.members)
 
 
 class Hub:
@@ -264,6 +267,8 @@ class Hub:
         self._per_user: dict[str, set[Connection]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.connections = 0
+        # Frames handed to room sockets, counted per delivery rather than per frame.
+        self.deliveries = MessageRate()
 
     def add(self, connection: Connection) -> None:
         self._rooms.setdefault(connection.room, RoomFeed()).members.add(connection)
@@ -328,22 +333,27 @@ class Hub:
         by_room: dict[str, list[RoomEvent]] = {}
         for event in room_events:
             by_room.setdefault(event.room, []).append(event)
+        delivered = 0
         for room, in_room in by_room.items():
             feed = self._rooms.get(room)
             if feed is not None:
-                self._deliver_to(room, feed, in_room)
+                delivered += self._deliver_to(room, feed, in_room)
+        if delivered:
+            self.deliveries.add(delivered)
 
-    def _deliver_to(self, room: str, feed: RoomFeed, room_events: list[RoomEvent]) -> None:
+    def _deliver_to(self, room: str, feed: RoomFeed, room_events: list[RoomEvent]) -> int:
         run: list[RoomEvent] = []  # Messages next in line, sent together.
+        delivered = 0
         for event in room_events:
             if event.seq:
                 run += feed.sequencer.offer(event.seq, event)
             else:
-                feed.fan_out_run(run)
+                delivered += feed.fan_out_run(run)
                 run = []
-                feed.fan_out(event)
-        feed.fan_out_run(run)
+                delivered += feed.fan_out(event)
+        delivered += feed.fan_out_run(run)
         self._fill(room, feed)
+        return delivered
 
     def catch_up(self) -> None:
         """After events may have been lost (broker reconnect): read every room up to date."""
