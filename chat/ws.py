@@ -535,8 +535,8 @@ async def admin_socket(websocket: WebSocket) -> None:
                 view.kick(CloseCode.UNAUTHENTICATED, "no longer signed in as an admin")
                 break
             changed = services.presence_changed
-            for alert in view.take_alerts():
-                await websocket.send_text(alert.decode())
+            # Figures first: the first frame of a view is always its stats.
+            alerts = view.take_alerts()
             connections, rate, deliveries = await services.figures.totals()
             stats = events.stats_frame(
                 await services.conversations.operator_view(await services.presence.snapshot()),
@@ -546,6 +546,8 @@ async def admin_socket(websocket: WebSocket) -> None:
                 deliveries,
             )
             await websocket.send_text(events.encode(stats).decode())
+            for alert in alerts:
+                await websocket.send_text(alert.decode())
             # A send to a closed socket raises, so a gone admin ends the loop.
             await _next_change(changed, view.alerts_waiting)
     except asyncio.CancelledError:
