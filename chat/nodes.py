@@ -1,9 +1,9 @@
 """Which server processes make up the cluster, for the `node_joined` and `node_left` alerts.
 
 Each process beats in a Redis hash (its node name → until when it counts as alive) every
-quarter of `CHAT_PRESENCE_TTL_SECS`, each beat good for half of it; every process sweeps
-the hash, so a process that dies without saying so is reported by the others within the
-TTL. Deleting the stale entry is the claim: HDEL answers 1 to one sweeper only, so one
+quarter of `CHAT_PRESENCE_TTL_SECS`, each beat good for three quarters of it (a busy
+process may miss two beats); every process sweeps the hash as often, so a process that
+dies without saying so is reported by the others within the TTL. Deleting the stale entry is the claim: HDEL answers 1 to one sweeper only, so one
 process alone reports the node gone.
 """
 
@@ -23,7 +23,7 @@ class ClusterNodes:
         self._redis = redis
         self._key = f"{namespace}:node-beats"
         self._node = node
-        self._valid_secs = ttl_secs / 2
+        self._valid_secs = ttl_secs * 0.75
         self._interval_secs = ttl_secs / 4
         self._alerts = alerts
         # After Redis was away, nobody could beat: the others get a TTL to beat again
@@ -59,7 +59,7 @@ class ClusterNodes:
                     await self._sweep()
             except Exception as exc:
                 log.warning("node beat failed: %s", exc)
-                self._sweep_after = time.monotonic() + self._valid_secs * 2
+                self._sweep_after = time.monotonic() + self._valid_secs
 
     async def _sweep(self) -> None:
         now = time.time()
