@@ -1,10 +1,11 @@
 """Which server processes make up the cluster, for the `node_joined` and `node_left` alerts.
 
-Each process beats in a Redis hash (its node name → until when it counts as alive) every
+Each process beats in a Redis hash (its node name: until when it counts as alive) every
 quarter of `CHAT_PRESENCE_TTL_SECS`, each beat good for three quarters of it (a busy
 process may miss two beats); every process sweeps the hash as often, so a process that
-dies without saying so is reported by the others within the TTL. Deleting the stale entry is the claim: HDEL answers 1 to one sweeper only, so one
-process alone reports the node gone.
+dies without saying so is reported by the others within the TTL. Deleting the stale
+entry is the claim: HDEL answers 1 to one sweeper only, so one process alone reports
+the node gone.
 """
 
 import asyncio
