@@ -43,8 +43,10 @@ function chartPoints() {
 
 function drawCharts() {
   const points = chartPoints();
+  // At most the last hour; a younger server's whole life, but a minute at least.
   const end = Date.now();
-  const start = end - HISTORY_MINUTES * 60000;
+  const first = points.length ? Date.parse(points[0].ts) : end;
+  const start = Math.max(end - HISTORY_MINUTES * 60000, Math.min(first, end - 60000));
   for (const figure of document.querySelectorAll(".chart")) {
     const series = figure.dataset.series;
     const values = points.map((p) => [Date.parse(p.ts), Number(p[series])]);
