@@ -48,6 +48,8 @@ PENDING_MAX = 200
 # How often a process whose database failed tries it again.
 STORAGE_PROBE_SECS = 1.0
 DETAIL_MAX_CHARS = 512
+# Noisy alerts' keys remembered before the expired ones are swept out.
+RECENT_MAX = 4096
 
 PublishControl = Callable[[ControlEvent], Awaitable[None]]
 # Whether the database takes writes now.
@@ -141,17 +143,23 @@ class Alerts:
         self._watch = asyncio.create_task(self._watch_storage(), name="storage-watch")
 
     async def _first_in_window(self, kind: str, key: str) -> bool:
-        if self._redis is not None:
-            name = f"{self._namespace}:alert:{kind}:{key}"
-            with contextlib.suppress(Exception):
-                window_ms = max(1, int(self._window_secs * 1000))
-                return bool(await self._redis.set(name, 1, nx=True, px=window_ms))  # type: ignore[attr-defined]
+        """Whether this is the first (kind, key) of its window: asked of this process's
+        memory first, so that a flood of refusals costs Redis one call per window."""
         now = time.monotonic()
-        self._recent = {k: until for k, until in self._recent.items() if until > now}
-        if (kind, key) in self._recent:
+        if len(self._recent) > RECENT_MAX:
+            self._recent = {k: until for k, until in self._recent.items() if until > now}
+        if self._recent.get((kind, key), 0.0) > now:
             return False
         self._recent[(kind, key)] = now + self._window_secs
-        return True
+        if self._redis is None:
+            return True
+        name = f"{self._namespace}:alert:{kind}:{key}"
+        window_ms = max(1, int(self._window_secs * 1000))
+        try:
+            return bool(await self._redis.set(name, 1, nx=True, px=window_ms))  # type: ignore[attr-defined]
+        except Exception as exc:
+            log.warning("alert window of this process only: %s", exc)
+            return True
 
     async def _store(self, frame: AlertFrame, ts: datetime) -> None:
         if self._storage_down:

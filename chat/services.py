@@ -310,12 +310,10 @@ class Services:
         """A new account: the admins hear of it."""
         self.alerts.raise_("user_registered", f"{username} registered ({by})")
 
-    def abusive_socket(self, username: str, where: str) -> None:
+    def abusive_socket(self, username: str, where: str, why: str) -> None:
         """A socket was closed for abuse (4429): once per user and window."""
         self.alerts.raise_(
-            "abuse_closed",
-            f"a socket of {username} on {where} closed: too many bad frames",
-            username,
+            "abuse_closed", f"a socket of {username} on {where} closed: {why}", username
         )
 
     async def _storage_writable(self) -> bool:

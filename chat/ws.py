@@ -309,6 +309,11 @@ async def _receive(
     while connection.close_code is None:
         frame = await connection.websocket.receive()
         if frame["type"] == "websocket.disconnect":
+            if frame.get("code") == CloseCode.TOO_MANY:
+                # `chat.wsprotocol` closed it for sending frames too fast.
+                services.abusive_socket(
+                    connection.user, f"/ws/rooms/{connection.room}", "too many frames"
+                )
             return
         text = frame.get("text")
         if text is None:
@@ -321,7 +326,9 @@ async def _receive(
             _send_error(connection, error)
             if strikes.add():
                 connection.kick(CloseCode.TOO_MANY, "too many bad frames")
-                services.abusive_socket(connection.user, f"/ws/rooms/{connection.room}")
+                services.abusive_socket(
+                    connection.user, f"/ws/rooms/{connection.room}", "too many bad frames"
+                )
                 return
 
 
@@ -477,11 +484,13 @@ async def me_socket(websocket: WebSocket) -> None:
         while connection.close_code is None:
             frame = await websocket.receive()
             if frame["type"] == "websocket.disconnect":
+                if frame.get("code") == CloseCode.TOO_MANY:
+                    services.abusive_socket(connection.user, "/ws/me", "too many frames")
                 break
             _send_error(connection, events.error_frame("invalid_message", "/ws/me takes no frames"))
             if strikes.add():
                 connection.kick(CloseCode.TOO_MANY, "too many bad frames")
-                services.abusive_socket(connection.user, "/ws/me")
+                services.abusive_socket(connection.user, "/ws/me", "too many bad frames")
                 break
     except asyncio.CancelledError:
         if connection.close_code is None or (reader is not None and reader.uncancel()):

@@ -96,7 +96,9 @@ def test_alerts_live_and_stored_once_per_incident_and_bounded(
     """A registration is an alert; a throttled sign-in and an abusive socket are one alert
     each however often they repeat within the window; `GET /api/admin/alerts` has them
     newest first; beyond the cap the oldest stored alerts go."""
-    srv = make_server(login_failures_burst=2, abuse_max_errors=2, stats_period_secs=1)
+    srv = make_server(
+        login_failures_burst=2, abuse_max_errors=2, ws_frames_burst=8, ws_frames_per_sec=1
+    )
     assert srv.admin is not None
     with srv.ws("/ws/admin", srv.admin) as view:
         newcomer = srv.register(unique("new"))
@@ -112,16 +114,24 @@ def test_alerts_live_and_stored_once_per_incident_and_bounded(
                 for _ in range(3):
                     abuser.send("not json")
                 assert closed_with(abuser).code == CloseCode.TOO_MANY
+        # Frames too fast (`chat.wsprotocol` closes it) are abuse too: another user's.
+        flooder = srv.register(unique("flood"))
+        with srv.ws("/ws/rooms/general", flooder) as flooding:
+            welcome(flooding)
+            for _ in range(20):
+                flooding.send('{"type":"typing"}')
+            assert closed_with(flooding).code == CloseCode.TOO_MANY
         # The positive control: an alert raised after all of them arrives after them.
         marker = srv.register(unique("marker"))
         seen = alerts_seen(view, lambda a: marker.username in a["detail"])
         kinds = [a["kind"] for a in seen]
         assert kinds.count("login_throttled") == 1, seen
-        assert kinds.count("abuse_closed") == 1, seen
+        assert kinds.count("abuse_closed") == 2, seen
         throttled = next(a for a in seen if a["kind"] == "login_throttled")
         assert throttled["level"] == "warning" and "127.0.0.1" in throttled["detail"]
-        abuse = next(a for a in seen if a["kind"] == "abuse_closed")
+        abuse, flood = (a for a in seen if a["kind"] == "abuse_closed")
         assert abuse["level"] == "warning" and newcomer.username in abuse["detail"]
+        assert flood["detail"].endswith("too many frames") and flooder.username in flood["detail"]
 
     wait_for(lambda: marker.username in stored(srv)[0]["detail"], "the marker stored")
     kept = stored(srv)
@@ -129,6 +139,7 @@ def test_alerts_live_and_stored_once_per_incident_and_bounded(
     assert [a["ts"] for a in kept] == sorted((a["ts"] for a in kept), reverse=True)
     assert {a["id"] for a in seen} <= {a["id"] for a in kept}
     assert [a["kind"] for a in kept].count("login_throttled") == 1
+    assert [a["kind"] for a in kept].count("abuse_closed") == 2
     assert stored(srv, limit=1) == kept[:1]
 
     monkeypatch.setattr(alerts, "KEEP_ALERTS", 3)
