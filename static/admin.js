@@ -20,6 +20,7 @@ let attempt = 0;              // reconnect attempts since the last stats frame
 
 // Per-minute points of the cluster, oldest first, and the live point of this moment.
 let history = [];
+let nodeHistory = {};  // each node's points, drawn beside the total when there are several
 let live = null;
 const alertsList = document.getElementById("alerts");
 const shownAlerts = new Set();  // ids, so that one from the API and the socket shows once
@@ -47,27 +48,31 @@ function drawCharts() {
   const end = Date.now();
   const first = points.length ? Date.parse(points[0].ts) : end;
   const start = Math.max(end - HISTORY_MINUTES * 60000, Math.min(first, end - 60000));
+  const nodes = Object.values(nodeHistory);
   for (const figure of document.querySelectorAll(".chart")) {
     const series = figure.dataset.series;
-    const values = points.map((p) => [Date.parse(p.ts), Number(p[series])]);
+    const valuesOf = (list) => list.map((p) => [Date.parse(p.ts), Number(p[series])]);
+    const values = valuesOf(points);
     const top = Math.max(1, ...values.map(([, v]) => v)) * 1.1;
-    const coords = values
+    const line = (of) => of
       .filter(([t]) => t >= start)
       .map(([t, v]) => {
         const x = ((t - start) / (end - start)) * CHART_W;
         const y = CHART_H - (v / top) * CHART_H;
         return `${x.toFixed(1)},${y.toFixed(1)}`;
-      });
+      })
+      .join(" ");
     const drawing = svg("svg", {
       viewBox: `0 0 ${CHART_W} ${CHART_H}`,
       preserveAspectRatio: "none",
       role: "img",
       "aria-label": `${figure.querySelector("figcaption").firstChild.textContent.trim()}, last hour`,
     });
-    drawing.append(
-      svg("line", { class: "axis", x1: 0, y1: CHART_H, x2: CHART_W, y2: CHART_H }),
-      svg("polyline", { points: coords.join(" ") }),
-    );
+    drawing.append(svg("line", { class: "axis", x1: 0, y1: CHART_H, x2: CHART_W, y2: CHART_H }));
+    if (nodes.length > 1) {
+      for (const node of nodes) drawing.append(svg("polyline", { class: "node", points: line(valuesOf(node)) }));
+    }
+    drawing.append(svg("polyline", { class: "total", points: line(values) }));
     const old = figure.querySelector("svg");
     if (old === null) figure.append(drawing); else old.replaceWith(drawing);
     const last = values.length ? values[values.length - 1][1] : 0;
@@ -82,6 +87,7 @@ async function loadHistory() {
     if (!response.ok) return;
     const body = await response.json();
     history = body.total;
+    nodeHistory = body.nodes;
     const nodes = Object.keys(body.nodes);
     document.getElementById("nodes").textContent =
       nodes.length ? `${nodes.length} node${nodes.length === 1 ? "" : "s"}: ${nodes.join(", ")}` : "no points yet";

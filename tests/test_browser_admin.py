@@ -63,8 +63,10 @@ def test_admin_page_shows_alerts_live_and_charts_that_move(
         assert feed.locator("img, script").count() == 0
 
         # The messages chart moves while messages are posted to a room with a reader.
-        line = page.locator(".chart[data-series=messages_per_sec] polyline")
+        line = page.locator(".chart[data-series=messages_per_sec] polyline.total")
         expect(line).to_have_count(1)
+        # One node: its line is the total, drawn once.
+        expect(page.locator(".chart polyline.node")).to_have_count(0)
         value = page.locator(".chart[data-series=messages_per_sec] .value")
         room = srv.create_room(srv.admin)
         with (
