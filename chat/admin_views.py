@@ -11,6 +11,8 @@ class AdminView:
     """One admin socket. Its handler runs in `task`, which `kick` cancels to end it."""
 
     __slots__ = (
+        "alerts",
+        "alerts_waiting",
         "close_code",
         "close_reason",
         "session_id",
@@ -36,6 +38,14 @@ class AdminView:
         self.token_key = token_key
         self.close_code: int | None = None
         self.close_reason = ""
+        # Alert frames, encoded, that its handler has yet to send; set when there are some.
+        self.alerts: list[bytes] = []
+        self.alerts_waiting = asyncio.Event()
+
+    def take_alerts(self) -> list[bytes]:
+        alerts, self.alerts = self.alerts, []
+        self.alerts_waiting.clear()
+        return alerts
 
     def kick(self, code: int, reason: str) -> None:
         if self.close_code is not None:
@@ -57,6 +67,12 @@ class AdminViews:
 
     def all(self) -> list[AdminView]:
         return list(self._views)
+
+    def push(self, alert: bytes) -> None:
+        """Hand an alert frame to every admin socket here."""
+        for view in self._views:
+            view.alerts.append(alert)
+            view.alerts_waiting.set()
 
     def session_ids(self) -> set[str]:
         return {view.session_id for view in self._views}

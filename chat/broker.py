@@ -25,6 +25,8 @@ OnEvents = Callable[[list[RoomEvent]], None]
 OnControl = Callable[[ControlEvent], None]
 # Called whenever events may have been missed: the broker (or another process's) reconnected.
 OnReconnect = Callable[[], None]
+# Told when this process loses its broker connection (False) and has it again (True).
+OnState = Callable[[bool], None]
 
 REDIS_TIMEOUT_SECS = 2.0
 RECONNECT_MIN_SECS = 0.1
@@ -140,6 +142,14 @@ class RedisBroker:
         self._on_reconnect: OnReconnect | None = None
         self._listener: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
+        self.on_state: OnState | None = None
+        self._up = True
+
+    def _state(self, up: bool) -> None:
+        if up != self._up:
+            self._up = up
+            if self.on_state is not None:
+                self.on_state(up)
 
     @property
     def client(self) -> object:
@@ -188,6 +198,7 @@ class RedisBroker:
             # so it resubscribes when it sees this, and the others catch up then.
             log.warning("broker publish failed: %s", exc)
             self._subscribed.clear()
+            self._state(False)
 
     async def is_healthy(self) -> bool:
         from redis.exceptions import RedisError
@@ -213,6 +224,7 @@ class RedisBroker:
                 self._subscribed.set()
                 if not first:
                     log.warning("broker reconnected")
+                    self._state(True)
                     assert self._on_reconnect is not None
                     self._on_reconnect()
                     # What this process stored meanwhile was not published: the others
@@ -227,6 +239,7 @@ class RedisBroker:
                 if self._subscribed.is_set():
                     log.warning("broker connection lost: %s", exc)
                 self._subscribed.clear()
+                self._state(False)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX_SECS)
             finally:

@@ -124,6 +124,8 @@ class StatsFrame(TypedDict):
     connections: int
     messages_per_sec: float
     loop_lag_ms: float
+    # Frames handed to room sockets per second, over the same seconds as messages_per_sec.
+    deliveries_per_sec: float
 
 
 @with_config(_EXACT)
@@ -171,6 +173,34 @@ class ReadyFrame(TypedDict):
     user: str
 
 
+AlertLevel = Literal["info", "warning", "critical"]
+AlertKind = Literal[
+    "user_registered",
+    "login_throttled",
+    "abuse_closed",
+    "storage_unavailable",
+    "storage_recovered",
+    "broker_down",
+    "broker_up",
+    "node_joined",
+    "node_left",
+]
+
+
+@with_config(_EXACT)
+class AlertFrame(TypedDict):
+    """Something an operator should know of (SPEC "Admin": alerts), on `/ws/admin` and in
+    `GET /api/admin/alerts`. `ts` is when it happened, which for an alert stored late (the
+    database was down) is earlier than when it was stored."""
+
+    type: Literal["alert"]
+    id: str
+    level: AlertLevel
+    kind: AlertKind
+    detail: str
+    ts: str
+
+
 ServerFrame = (
     MessageFrame
     | UpdateFrame
@@ -184,6 +214,7 @@ ServerFrame = (
     | ActivityFrame
     | RoomFrame
     | ReadyFrame
+    | AlertFrame
 )
 
 # Each frame type the server sends, by its "type".
@@ -200,6 +231,7 @@ SERVER_FRAMES: dict[str, type] = {
     "activity": ActivityFrame,
     "room": RoomFrame,
     "ready": ReadyFrame,
+    "alert": AlertFrame,
 }
 
 
@@ -275,6 +307,14 @@ class RoomControl(TypedDict):
     frame: RoomFrame
 
 
+@with_config(_EXACT)
+class AlertControl(TypedDict):
+    """Between processes: an alert was raised; every admin view hears of it."""
+
+    type: Literal["alert"]
+    alert: AlertFrame
+
+
 # What one process tells every other (and itself) outside any room.
 ControlEvent = (
     EndSessionControl
@@ -283,6 +323,7 @@ ControlEvent = (
     | EndMembershipControl
     | ReadControl
     | RoomControl
+    | AlertControl
 )
 
 
@@ -380,7 +421,11 @@ def welcome_frame(
 
 
 def stats_frame(
-    rooms: dict[str, list[str]], connections: int, messages_per_sec: float, loop_lag_ms: float
+    rooms: dict[str, list[str]],
+    connections: int,
+    messages_per_sec: float,
+    loop_lag_ms: float,
+    deliveries_per_sec: float,
 ) -> StatsFrame:
     return {
         "type": "stats",
@@ -388,4 +433,5 @@ def stats_frame(
         "connections": connections,
         "messages_per_sec": round(messages_per_sec, 2),
         "loop_lag_ms": round(loop_lag_ms, 1),
+        "deliveries_per_sec": round(deliveries_per_sec, 2),
     }

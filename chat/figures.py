@@ -1,4 +1,5 @@
-"""Live figures over every server process: open sockets and messages stored per second.
+"""Live figures over every server process: open sockets, messages stored and frames
+delivered per second.
 
 `ProcessFigures` knows this process only. `ClusterFigures` shares them through Redis:
 each process writes its own figures into the `nodes` hash about once a second, each
@@ -18,8 +19,9 @@ import orjson
 
 log = logging.getLogger(__name__)
 
-# This process's live figures: (open sockets, messages stored per second).
-LocalFigures = Callable[[], tuple[int, float]]
+# This process's live figures: (open sockets, messages stored per second, deliveries per second).
+Totals = tuple[int, float, float]
+LocalFigures = Callable[[], Totals]
 FIGURES_INTERVAL_SECS = 1.0
 
 
@@ -28,15 +30,15 @@ class Figures(Protocol):
 
     async def stop(self) -> None: ...
 
-    async def totals(self) -> tuple[int, float]:
-        """Open sockets and messages stored per second, over every process."""
+    async def totals(self) -> Totals:
+        """Open sockets, messages stored and deliveries per second, over every process."""
 
 
 class ProcessFigures:
     """One process: its own figures are the totals."""
 
     def __init__(self) -> None:
-        self._local: LocalFigures = lambda: (0, 0.0)
+        self._local: LocalFigures = lambda: (0, 0.0, 0.0)
 
     async def start(self, local: LocalFigures) -> None:
         self._local = local
@@ -44,7 +46,7 @@ class ProcessFigures:
     async def stop(self) -> None:
         pass
 
-    async def totals(self) -> tuple[int, float]:
+    async def totals(self) -> Totals:
         return self._local()
 
 
@@ -55,7 +57,7 @@ class ClusterFigures:
         self._redis = redis
         self._nodes_key = f"{namespace}:nodes"
         self._node = uuid.uuid4().hex
-        self._local: LocalFigures = lambda: (0, 0.0)
+        self._local: LocalFigures = lambda: (0, 0.0, 0.0)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self, local: LocalFigures) -> None:
@@ -69,7 +71,7 @@ class ClusterFigures:
         with contextlib.suppress(Exception):
             await self._redis.hdel(self._nodes_key, self._node)
 
-    async def totals(self) -> tuple[int, float]:
+    async def totals(self) -> Totals:
         now = time.time()
         try:
             nodes = await self._redis.hgetall(self._nodes_key)
@@ -77,7 +79,7 @@ class ClusterFigures:
             log.warning("figures of this process only: %s", exc)
             return self._local()
         # This process's own figures fresh, the others' as last reported.
-        total_connections, total_rate = self._local()
+        total_connections, total_rate, total_deliveries = self._local()
         stale = []
         for node, raw in nodes.items():
             if (node.decode() if isinstance(node, bytes) else node) == self._node:
@@ -88,17 +90,19 @@ class ClusterFigures:
                 continue
             total_connections += figures["connections"]
             total_rate += figures["rate"]
+            total_deliveries += figures.get("deliveries", 0.0)
         if stale:
             with contextlib.suppress(Exception):
                 await self._redis.hdel(self._nodes_key, *stale)
-        return total_connections, total_rate
+        return total_connections, total_rate, total_deliveries
 
     async def _report(self) -> None:
         while True:
-            connections, rate = self._local()
+            connections, rate, deliveries = self._local()
             mine = {
                 "connections": connections,
                 "rate": rate,
+                "deliveries": deliveries,
                 "until": time.time() + FIGURES_INTERVAL_SECS * 5,
             }
             try:

@@ -22,6 +22,7 @@ from chat import events
 from chat.closecodes import CloseCode
 from chat.events import RoomEvent
 from chat.messages import StoredMessage
+from chat.metrics import MessageRate
 from chat.sequencer import RoomSequencer
 from chat.transport import DirectSink, direct_sink, wire_frame
 
@@ -273,9 +274,8 @@ class Hub:
         self._per_user: dict[str, set[Connection]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.connections = 0
-        # Frames handed to room sockets so far, one per receiving socket: counted per
-        # fan-out, read by the metrics.
-        self.deliveries = 0
+        # Frames handed to room sockets, counted per delivery rather than per frame.
+        self.deliveries = MessageRate()
 
     def add(self, connection: Connection) -> None:
         self._rooms.setdefault(connection.room, RoomFeed()).members.add(connection)
@@ -286,7 +286,7 @@ class Hub:
         """Begin the room's stream after `last`, the newest seq a joining socket has read."""
         feed = self._rooms.get(room)
         if feed is not None:
-            self.deliveries += feed.fan_out_run(feed.sequencer.start(last))
+            self.deliveries.add(feed.fan_out_run(feed.sequencer.start(last)))
             self._fill(room, feed)
 
     def remove(self, connection: Connection) -> None:
@@ -340,21 +340,27 @@ class Hub:
         by_room: dict[str, list[RoomEvent]] = {}
         for event in room_events:
             by_room.setdefault(event.room, []).append(event)
+        delivered = 0
         for room, in_room in by_room.items():
             feed = self._rooms.get(room)
             if feed is not None:
-                self._deliver_to(room, feed, in_room)
+                delivered += self._deliver_to(room, feed, in_room)
+        if delivered:
+            self.deliveries.add(delivered)
 
-    def _deliver_to(self, room: str, feed: RoomFeed, room_events: list[RoomEvent]) -> None:
+    def _deliver_to(self, room: str, feed: RoomFeed, room_events: list[RoomEvent]) -> int:
         run: list[RoomEvent] = []  # Messages next in line, sent together.
+        delivered = 0
         for event in room_events:
             if event.seq:
                 run += feed.sequencer.offer(event.seq, event)
             else:
-                self.deliveries += feed.fan_out_run(run) + feed.fan_out(event)
+                delivered += feed.fan_out_run(run)
                 run = []
-        self.deliveries += feed.fan_out_run(run)
+                delivered += feed.fan_out(event)
+        delivered += feed.fan_out_run(run)
         self._fill(room, feed)
+        return delivered
 
     def catch_up(self) -> None:
         """After events may have been lost (broker reconnect): read every room up to date."""
@@ -396,7 +402,7 @@ class Hub:
                     # Should not happen: a held seq implies its predecessors are committed.
                     skipped = sequencer.skipped
                     log.error("messages %d to %d of %s not found", skipped[0], skipped[-1], room)
-                self.deliveries += feed.fan_out_run(released)
+                self.deliveries.add(feed.fan_out_run(released))
                 if not released and sequencer.needs_fill:
                     await asyncio.sleep(FILL_RETRY_SECS)
         finally:

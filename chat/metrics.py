@@ -5,6 +5,8 @@ import time
 from collections.abc import Callable
 
 WINDOW_SECS = 5
+# Lags kept between two history points: a minute of probes, with room to spare.
+LAGS_KEPT_MAX = 20_000
 
 
 class MessageRate:
@@ -13,8 +15,11 @@ class MessageRate:
     def __init__(self) -> None:
         self._counts = [0] * (WINDOW_SECS + 1)
         self._seconds = [0] * (WINDOW_SECS + 1)
+        # Every one counted since start, for the per-minute history.
+        self.total = 0
 
     def add(self, count: int) -> None:
+        self.total += count
         second = int(time.monotonic())
         slot = second % len(self._counts)
         if self._seconds[slot] != second:
@@ -39,6 +44,9 @@ class LoopLag:
 
     def __init__(self) -> None:
         self.max_secs = 0.0
+        # Every lag measured since the last `take_p99_ms`: at most one per probe, a few
+        # thousand a minute.
+        self._lags: list[float] = []
         self._task: asyncio.Task[None] | None = None
         # Given every sample too (the Prometheus histogram).
         self.observe: Callable[[float], None] | None = None
@@ -56,6 +64,14 @@ class LoopLag:
         worst, self.max_secs = self.max_secs, 0.0
         return worst * 1000
 
+    def take_p99_ms(self) -> float:
+        """The 99th percentile of the lags since the last call, in milliseconds."""
+        lags, self._lags = self._lags, []
+        if not lags:
+            return 0.0
+        lags.sort()
+        return lags[min(len(lags) - 1, int(len(lags) * 0.99))] * 1000
+
     async def _probe(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
@@ -65,3 +81,5 @@ class LoopLag:
             self.max_secs = max(self.max_secs, lag)
             if self.observe is not None:
                 self.observe(lag)
+            if len(self._lags) < LAGS_KEPT_MAX:
+                self._lags.append(lag)

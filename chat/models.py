@@ -261,3 +261,34 @@ class RefreshToken(Base):
         ForeignKey("sessions.id", ondelete="CASCADE"), index=True
     )
     retired: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Alert(Base):
+    """Something an operator should know of (SPEC "Admin": alerts), kept so that an admin
+    who opens `/admin` later sees it; the oldest beyond `chat.alerts.KEEP_ALERTS` go."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (Index("ix_alerts_ts", "ts"),)
+
+    # The order alerts were stored in; `id` is the one clients see, given when raised
+    # (an alert raised while storage is down is stored later, with its first `ts`).
+    seq: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[str] = mapped_column(String(32), unique=True)
+    level: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(String(512))
+    ts: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class StatsPoint(Base):
+    """One node's figures over one minute (SPEC "Admin": dashboard); the last day is kept."""
+
+    __tablename__ = "stats_points"
+
+    # The minute's start, UTC.
+    minute: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    node: Mapped[str] = mapped_column(String(64), primary_key=True)
+    connections: Mapped[int]
+    messages_per_sec: Mapped[float]
+    deliveries_per_sec: Mapped[float]
+    loop_lag_p99_ms: Mapped[float]

@@ -259,6 +259,7 @@ async def register(
     except UsernameTaken:
         error = "That username is taken, or looks like one that is."
         return await again(status.HTTP_409_CONFLICT, error)
+    services.registered(user.username, "register page")
     return await _signed_in(request, services, session, user, "/rooms")
 
 

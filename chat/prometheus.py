@@ -1,9 +1,9 @@
 """Prometheus metrics: what `GET /metrics` shows, and the cheap hooks that feed it.
 
 The hot paths never touch a metric per frame. The writer counts each commit once
-(`chat_messages_stored_total`, `chat_db_commit_seconds`); the hub adds to a plain
-integer per fan-out (`Hub.deliveries`), which is carried into the counter when the
-metrics are refreshed; gauges are read from the services when refreshed, not kept
+(`chat_messages_stored_total`, `chat_db_commit_seconds`); the hub counts once per
+fan-out (`Hub.deliveries`, whose running total is carried into the counter when
+the metrics are refreshed); gauges are read from the services when refreshed, not kept
 up to date on every connect and disconnect.
 
 Under `chat serve --workers N` every worker is its own process, and a scrape reaches
@@ -158,7 +158,7 @@ class Metrics:
 
     async def refresh(self, services: "Services") -> None:
         """Carry this process's figures into the metrics."""
-        delivered = services.hub.deliveries
+        delivered = services.hub.deliveries.total
         self.deliveries.inc(delivered - self._delivered)
         self._delivered = delivered
         self.connections.labels("room").set(services.hub.connections)

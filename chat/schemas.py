@@ -4,6 +4,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from chat.events import AlertFrame
 from chat.fields import (
     DM_OTHERS_MAX,
     DM_OTHERS_MIN,
@@ -178,6 +179,30 @@ class MessagesOut(BaseModel):
 
 class ActiveUsersOut(BaseModel):
     rooms: dict[str, list[str]]
+
+
+class AlertsOut(BaseModel):
+    """Alerts, newest first; each as `/ws/admin` sends it."""
+
+    alerts: list[AlertFrame]
+
+
+class StatsPointOut(BaseModel):
+    # The minute's start, ISO 8601 UTC.
+    ts: str
+    connections: int
+    messages_per_sec: float
+    deliveries_per_sec: float
+    loop_lag_p99_ms: float
+
+
+class StatsHistoryOut(BaseModel):
+    """Per-minute points, oldest first: each node's, and the cluster's (sums; the worst
+    lag of any node)."""
+
+    minutes: int
+    nodes: dict[str, list[StatsPointOut]]
+    total: list[StatsPointOut]
 
 
 class AdminUserOut(BaseModel):

@@ -2,6 +2,8 @@
 
 import asyncio
 import logging
+import os
+import socket
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -9,10 +11,12 @@ from datetime import timedelta
 from typing import Literal, NamedTuple
 
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from chat import accounts, events, messages, signins, storage, user_admin
 from chat.admin_views import AdminViews
+from chat.alerts import AlertingLoginThrottle, Alerts
 from chat.attention import Attention, MeSockets
 from chat.attention import mark_read as store_read_marker
 from chat.broker import Broker, RedisBroker, create_broker
@@ -23,11 +27,13 @@ from chat.db import Transactions, create_engine, session_factory, write_transact
 from chat.events import ControlEvent, RoomEvent
 from chat.fields import password_problem
 from chat.figures import ClusterFigures, Figures, ProcessFigures
+from chat.history import Counters, StatsHistory
 from chat.hub import Hub
 from chat.last_seen import LastSeen
 from chat.messages import StoredMessage
 from chat.metrics import LoopLag, MessageRate
 from chat.models import User
+from chat.nodes import ClusterNodes
 from chat.presence import MemoryPresence, Presence, RedisPresence
 from chat.prometheus import Metrics, TimedTransactions
 from chat.ratelimit import (
@@ -68,6 +74,11 @@ def _membership_changes(settings: Settings, broker: Broker) -> MessageLimiter:
         namespace = f"{settings.redis_namespace}:membership"
         return SharedRateLimiter(broker.client, burst, per_sec, namespace)
     return RateLimiter(burst, per_sec)
+
+
+def node_name() -> str:
+    """This process, as alerts and the dashboard name it: host and process id."""
+    return f"{socket.gethostname()[:50]}:{os.getpid()}"
 
 
 class Author(NamedTuple):
@@ -116,6 +127,12 @@ class Services:
     # and activity.
     me: MeSockets = field(default_factory=MeSockets)
     attention: Attention = field(init=False)
+    # This process's name in alerts and the dashboard.
+    node: str = field(default_factory=node_name)
+    alerts: Alerts = field(init=False)
+    history: StatsHistory = field(init=False)
+    # With Redis: the cluster's processes, each watching for the others to go.
+    nodes: ClusterNodes | None = field(init=False, default=None)
     # Accounts deactivated lately, and when (monotonic) this process heard of it.
     _ended_users: dict[int, float] = field(default_factory=dict)
     # Memberships ended lately, by (room, user id), and when this process heard of it.
@@ -156,9 +173,25 @@ class Services:
             self.register_global_limiter = SharedRateLimiter(
                 client, s.register_global_burst, per_hour[1], f"{namespace}:register-all"
             )
+        redis = self.broker.client if isinstance(self.broker, RedisBroker) else None
+        self.alerts = Alerts(
+            self.sessions,
+            self.broker.publish_control,
+            self._storage_writable,
+            s.alert_window_secs,
+            redis,
+            s.redis_namespace,
+        )
+        if isinstance(self.broker, RedisBroker):
+            self.broker.on_state = self._broker_state
+            self.nodes = ClusterNodes(
+                self.broker.client, s.redis_namespace, self.node, s.presence_ttl_secs, self.alerts
+            )
+        self.login_throttle = AlertingLoginThrottle(self.login_throttle, self.alerts)
+        self.history = StatsHistory(self.sessions, self.node, self._counters, s.stats_period_secs)
         self.hasher = PasswordHasher(HASHING_THREADS, s.hash_queue_max)
         self.loop_lag.observe = self.metrics.loop_lag.observe
-        self.writer = MessageWriter(self.transactions, self._publish_messages)
+        self.writer = MessageWriter(self.transactions, self._publish_messages, self._writer_failed)
         self.last_seen = LastSeen(self.sessions)
         self.hub = Hub(self._messages_after)
         self.attention = Attention(self.sessions, self.rooms, self.hub, self.me)
@@ -221,15 +254,28 @@ class Services:
         # Listen to the broker before anything can be published.
         await self.broker.connect(self._on_events, self._on_control, self._on_reconnect)
         await self.presence.start(self._expired)
-        await self.figures.start(lambda: (self.hub.connections, self.message_rate.per_sec()))
+        await self.figures.start(
+            lambda: (
+                self.hub.connections,
+                self.message_rate.per_sec(),
+                self.hub.deliveries.per_sec(),
+            )
+        )
         self.writer.start()
         self.loop_lag.start()
         self.metrics.start(self)
+        self.history.start()
+        if self.nodes is not None:
+            await self.nodes.start()
 
     async def stop(self) -> None:
         # By now the server has closed every socket (1012) and let their handlers
         # finish; store what they submitted, then let go of broker and database.
         await self.metrics.stop()
+        if self.nodes is not None:
+            await self.nodes.stop()
+        await self.alerts.stop()
+        await self.history.stop()
         await self.loop_lag.stop()
         await self.writer.stop()
         await self.attention.stop()
@@ -250,8 +296,47 @@ class Services:
         self.hub.deliver(room_events)
         self.attention.on_events(room_events)
 
+    def _counters(self) -> Counters:
+        return Counters(
+            self.hub.connections,
+            self.message_rate.total,
+            self.hub.deliveries.total,
+            self.loop_lag.take_p99_ms(),
+        )
+
+    def _broker_state(self, up: bool) -> None:
+        if up:
+            self.alerts.raise_("broker_up", f"node {self.node} reached the broker again")
+        else:
+            self.alerts.raise_("broker_down", f"node {self.node} lost the broker")
+
+    def _writer_failed(self, exc: Exception) -> None:
+        if not isinstance(exc, DBAPIError) or storage.is_outage(exc):
+            self.alerts.storage_failed(f"storing messages failed: {type(exc).__name__}")
+
+    def registered(self, username: str, by: str) -> None:
+        """A new account: the admins hear of it."""
+        self.alerts.raise_("user_registered", f"{username} registered ({by})")
+
+    def abusive_socket(self, username: str, where: str, why: str) -> None:
+        """A socket was closed for abuse (4429): once per user and window."""
+        self.alerts.raise_(
+            "abuse_closed", f"a socket of {username} on {where} closed: {why}", username
+        )
+
+    async def _storage_writable(self) -> bool:
+        try:
+            async with asyncio.timeout(HEALTH_TIMEOUT_SECS):
+                async with self.engine.connect() as conn:
+                    await conn.execute(text("SELECT 1"))
+                    return await storage.is_writable(self.settings, conn)
+        except Exception:
+            return False
+
     def _on_control(self, event: ControlEvent) -> None:
-        if event["type"] == "end_session":
+        if event["type"] == "alert":
+            self.admin_views.push(events.encode(event["alert"]))
+        elif event["type"] == "end_session":
             self._sessions_over(set(event["session_ids"]))
         elif event["type"] == "end_user":
             self._deactivated(event["user_id"])
@@ -457,6 +542,7 @@ class Services:
                 async with self.engine.connect() as conn:
                     await conn.execute(text("SELECT 1"))
                     if not await storage.is_writable(self.settings, conn):
+                        self.alerts.storage_failed("full or read-only")
                         return False
                 return await self.broker.is_healthy()
         except Exception as exc:

@@ -88,6 +88,11 @@ class Settings(BaseSettings):
     redis_namespace: str = Field("chat", pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
     # With Redis: a user of a process that died leaves presence within this time.
     presence_ttl_secs: float = Field(30.0, ge=1.0)
+    # A noisy alert (a throttled sign-in, an abusive socket) is raised once per address or
+    # user within this time.
+    alert_window_secs: float = Field(300.0, gt=0)
+    # Tests only: the period of the dashboard's history points, a minute otherwise.
+    stats_period_secs: float = Field(60.0, gt=0, le=60.0)
     # Database connections per process (PostgreSQL): kept open, and extra under load.
     db_pool_size: int = Field(10, ge=1)
     db_max_overflow: int = Field(10, ge=0)

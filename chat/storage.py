@@ -65,12 +65,13 @@ def is_outage(exc: DBAPIError) -> bool:
     return not isinstance(exc, _NOT_OUTAGES)
 
 
-async def storage_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+async def storage_unavailable(request: Request, exc: Exception) -> JSONResponse:
     """503 with Retry-After for a database that cannot store a write: nothing was stored,
-    and the client may try again."""
+    and the client may try again. The admins hear of it (`storage_unavailable`)."""
     if not isinstance(exc, DBAPIError) or not is_outage(exc):
         raise exc
     log.warning("storage unavailable: %s", exc.orig)
+    request.app.state.services.alerts.storage_failed(str(exc.orig)[:200])
     return JSONResponse(
         {"detail": STORAGE_UNAVAILABLE},
         status_code=503,

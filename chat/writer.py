@@ -16,6 +16,8 @@ WRITE_BATCH_MAX = 512
 log = logging.getLogger(__name__)
 
 OnStored = Callable[[list[StoredMessage]], Awaitable[None]]
+# Told when a commit failed: the database may be down.
+OnFailure = Callable[[Exception], None]
 
 
 class MessageWriter:
@@ -26,8 +28,11 @@ class MessageWriter:
     number of fsyncs grows with the commit rate, not the message rate.
     """
 
-    def __init__(self, transactions: Transactions, on_stored: OnStored) -> None:
+    def __init__(
+        self, transactions: Transactions, on_stored: OnStored, on_failure: OnFailure | None = None
+    ) -> None:
         self._transactions = transactions
+        self._on_failure = on_failure
         self._sql = BatchSql(transactions.dialect)
         self._on_stored = on_stored
         self._queue: asyncio.Queue[Pending | None] = asyncio.Queue()
@@ -94,6 +99,8 @@ class MessageWriter:
             # Whatever went wrong, the writer must live on: every later message
             # would wait for it forever.
             log.error("storing %d messages failed: %r", len(batch), exc)
+            if self._on_failure is not None:
+                self._on_failure(exc)
             for pending in batch:
                 if not pending.future.done():
                     pending.future.set_exception(StorageUnavailable())

@@ -309,6 +309,11 @@ async def _receive(
     while connection.close_code is None:
         frame = await connection.websocket.receive()
         if frame["type"] == "websocket.disconnect":
+            if frame.get("code") == CloseCode.TOO_MANY:
+                # `chat.wsprotocol` closed it for sending frames too fast.
+                services.abusive_socket(
+                    connection.user, f"/ws/rooms/{connection.room}", "too many frames"
+                )
             return
         text = frame.get("text")
         if text is None:
@@ -321,6 +326,9 @@ async def _receive(
             _send_error(connection, error)
             if strikes.add():
                 connection.kick(CloseCode.TOO_MANY, "too many bad frames")
+                services.abusive_socket(
+                    connection.user, f"/ws/rooms/{connection.room}", "too many bad frames"
+                )
                 return
 
 
@@ -476,10 +484,13 @@ async def me_socket(websocket: WebSocket) -> None:
         while connection.close_code is None:
             frame = await websocket.receive()
             if frame["type"] == "websocket.disconnect":
+                if frame.get("code") == CloseCode.TOO_MANY:
+                    services.abusive_socket(connection.user, "/ws/me", "too many frames")
                 break
             _send_error(connection, events.error_frame("invalid_message", "/ws/me takes no frames"))
             if strikes.add():
                 connection.kick(CloseCode.TOO_MANY, "too many bad frames")
+                services.abusive_socket(connection.user, "/ws/me", "too many bad frames")
                 break
     except asyncio.CancelledError:
         if connection.close_code is None or (reader is not None and reader.uncancel()):
@@ -533,17 +544,21 @@ async def admin_socket(websocket: WebSocket) -> None:
                 view.kick(CloseCode.UNAUTHENTICATED, "no longer signed in as an admin")
                 break
             changed = services.presence_changed
-            connections, rate = await services.figures.totals()
+            # Figures first: the first frame of a view is always its stats.
+            alerts = view.take_alerts()
+            connections, rate, deliveries = await services.figures.totals()
             stats = events.stats_frame(
                 await services.conversations.operator_view(await services.presence.snapshot()),
                 connections,
                 rate,
                 services.loop_lag.take_max_ms(),
+                deliveries,
             )
             await websocket.send_text(events.encode(stats).decode())
+            for alert in alerts:
+                await websocket.send_text(alert.decode())
             # A send to a closed socket raises, so a gone admin ends the loop.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), ADMIN_REFRESH_SECS)
+            await _next_change(changed, view.alerts_waiting)
     except asyncio.CancelledError:
         # kick() ends the view this way; any other cancellation goes on.
         if view.close_code is None or (task is not None and task.uncancel()):
@@ -560,6 +575,16 @@ async def admin_socket(websocket: WebSocket) -> None:
         await asyncio.gather(receiver, return_exceptions=True)
     if view.close_code is not None:
         await _close(websocket, view.close_code, view.close_reason)
+
+
+async def _next_change(presence: asyncio.Event, alerts: asyncio.Event) -> None:
+    """Until presence changes, an alert waits, or it is time to refresh the figures."""
+    waits = [asyncio.ensure_future(presence.wait()), asyncio.ensure_future(alerts.wait())]
+    try:
+        await asyncio.wait(waits, timeout=ADMIN_REFRESH_SECS, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
 
 
 async def _still_admin(services: Services, websocket: WebSocket) -> bool:

@@ -365,6 +365,8 @@ def stats_until(admin: ClientConnection, predicate: Callable[[Frame], bool]) -> 
     deadline = time.monotonic() + 5
     while True:
         stats = recv(admin, max(deadline - time.monotonic(), 0.01))
+        if stats["type"] == "alert":
+            continue
         assert stats["type"] == "stats", stats
         if predicate(stats):
             return stats

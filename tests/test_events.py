@@ -32,6 +32,9 @@ def test_every_frame_kind_a_server_sends_matches_its_definition(make_server: Any
         srv.ws("/ws/me", amy) as me,
     ):
         seen += [recv(admin), welcome(wa), recv(me)]
+        # A registration is an alert on every admin view.
+        srv.register()
+        seen.append(recv_until(admin, lambda f: f.get("kind") == "user_registered"))
         with srv.ws(path, zed) as wz:
             seen.append(welcome(wz))
             # Opening a public room's socket makes zed a member: that comes first.

@@ -4,13 +4,24 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
 
-from chat import user_admin
+from chat import alerts, history, user_admin
+from chat.alerts import ALERTS_DEFAULT_LIMIT, ALERTS_MAX_LIMIT
 from chat.deps import AdminUser, ServicesDep, SessionDep
 from chat.errors import LastActiveAdmin, UserNotFound
 from chat.fields import USERNAME_MAX_CHARS, USERNAME_SEARCH_PATTERN
+from chat.history import HISTORY_DEFAULT_MINUTES, HISTORY_MAX_MINUTES
 from chat.models import User
 from chat.routes import BAD_BODY, UNAUTHORIZED, Responses
-from chat.schemas import ActiveUsersOut, AdminUserIn, AdminUserOut, AdminUsersOut, ErrorOut
+from chat.schemas import (
+    ActiveUsersOut,
+    AdminUserIn,
+    AdminUserOut,
+    AdminUsersOut,
+    AlertsOut,
+    ErrorOut,
+    StatsHistoryOut,
+    StatsPointOut,
+)
 from chat.user_admin import USERS_DEFAULT_LIMIT, USERS_MAX_LIMIT
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
@@ -40,6 +51,34 @@ async def active_users(_admin: AdminUser, services: ServicesDep) -> ActiveUsersO
     """Who is in which room, in every room but DMs."""
     snapshot = await services.presence.snapshot()
     return ActiveUsersOut(rooms=await services.conversations.operator_view(snapshot))
+
+
+@router.get("/alerts", response_model=AlertsOut, responses=ADMINS_ONLY)
+async def list_alerts(
+    _admin: AdminUser,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=ALERTS_MAX_LIMIT)] = ALERTS_DEFAULT_LIMIT,
+) -> AlertsOut:
+    """The latest alerts, newest first: what happened while nobody watched `/admin`."""
+    return AlertsOut(alerts=await alerts.recent(session, limit))
+
+
+@router.get("/stats/history", response_model=StatsHistoryOut, responses=ADMINS_ONLY)
+async def stats_history(
+    _admin: AdminUser,
+    session: SessionDep,
+    minutes: Annotated[int, Query(ge=1, le=HISTORY_MAX_MINUTES)] = HISTORY_DEFAULT_MINUTES,
+) -> StatsHistoryOut:
+    """Per-minute figures of the last `minutes`, per node and in total, oldest first."""
+    nodes, total = await history.read(session, minutes)
+    return StatsHistoryOut(
+        minutes=minutes,
+        nodes={
+            node: [StatsPointOut.model_validate(p) for p in points]
+            for node, points in nodes.items()
+        },
+        total=[StatsPointOut.model_validate(p) for p in total],
+    )
 
 
 @router.get("/users", response_model=AdminUsersOut, responses=ADMINS_ONLY)

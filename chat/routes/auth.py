@@ -81,6 +81,7 @@ async def register(
         raise hashing_busy(exc) from None
     except UsernameTaken as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    services.registered(user.username, "API")
     return UserOut(id=user.id, username=user.username, is_admin=user.is_admin)
 
 
