@@ -334,7 +334,12 @@ def test_sidebar_badges_title_next_unread_and_drawer(
     wide = phone.evaluate(
         "document.documentElement.scrollWidth - document.documentElement.clientWidth"
     )
-    assert wide <= 0, f"the phone's page scrolls sideways by {wide}px"
+    offenders = phone.evaluate(
+        "[...document.querySelectorAll('body *')]"
+        ".filter(e => e.getBoundingClientRect().right > innerWidth + 1)"
+        ".map(e => `${e.tagName}#${e.id}.${e.className}`)"
+    )
+    assert wide <= 0, f"the phone's page scrolls sideways by {wide}px: {offenders}"
     # Desktop: no drawer button, the sidebar is there.
     expect(room_tab.locator("#drawer-toggle")).to_be_hidden()
     expect(room_tab.locator("#sidebar")).to_be_visible()
