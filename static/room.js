@@ -477,6 +477,10 @@ function closed(code, reason) {
 }
 
 function handle(frame) {
+  // The app shell keeps the sidebar's badges from this socket's frames (no second socket).
+  if (frame.type === "welcome" || frame.type === "activity" || frame.type === "read") {
+    document.dispatchEvent(new CustomEvent("chat:frame", { detail: frame }));
+  }
   switch (frame.type) {
     case "welcome": {
       attempt = 0;

@@ -19,7 +19,7 @@ const sideRooms = document.getElementById("side-rooms");
 const sideDms = document.getElementById("side-dms");
 const sidebar = document.getElementById("sidebar");
 const drawerToggle = document.getElementById("drawer-toggle");
-let baseTitle = document.title;
+const baseTitle = document.title;
 let attempt = 0;
 
 export function shownCount(n) {
@@ -42,6 +42,8 @@ function setBadge(badge, n) {
 }
 
 function setCounts(name, unread, mentions) {
+  // The room on the screen is being read: its messages are not waiting anywhere else.
+  if (name === current) [unread, mentions] = [0, 0];
   for (const li of entries(name)) {
     li.dataset.unread = String(unread);
     li.dataset.mentions = String(mentions);
@@ -55,12 +57,6 @@ function updateTitle() {
   let total = 0;
   for (const li of sideEntries()) total += Number(li.dataset.unread) || 0;
   document.title = total > 0 ? `(${shownCount(total)}) ${baseTitle}` : baseTitle;
-}
-
-// A page that renames itself (the room page, when its topic or name changes) keeps the count.
-export function setBaseTitle(title) {
-  baseTitle = title;
-  updateTitle();
 }
 
 function badge(kind, suffix) {
@@ -151,6 +147,28 @@ async function readAll() {
   }
 }
 
+// What the badges learn from a socket: `/ws/me`'s frames, or the room page's socket's.
+function onFrame(frame) {
+  switch (frame.type) {
+    case "ready":
+    case "welcome":
+      attempt = 0;
+      readAll();
+      break;
+    case "activity":
+      if (!entries(frame.room).length) {
+        readRoom(frame.room, true);  // a conversation new to this page (a DM just opened)
+        break;
+      }
+      notifyOf(frame);
+      setCounts(frame.room, frame.unread, frame.mentions);
+      break;
+    case "read":
+      if (entries(frame.room).length) readRoom(frame.room, false);
+      break;
+  }
+}
+
 function connectMe() {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   const socket = new WebSocket(`${scheme}//${location.host}/ws/me`);
@@ -158,15 +176,9 @@ function connectMe() {
     const frame = JSON.parse(event.data);
     switch (frame.type) {
       case "ready":
-        attempt = 0;
-        readAll();
-        break;
       case "activity":
-        notifyOf(frame);
-        setCounts(frame.room, frame.unread, frame.mentions);
-        break;
       case "read":
-        if (entries(frame.room).length) readRoom(frame.room, false);
+        onFrame(frame);
         break;
       case "member":
         if (frame.user === me && GONE.has(frame.event)) removeEntries(frame.room, false);
@@ -358,4 +370,7 @@ moreResults.addEventListener("click", () => {
 });
 
 updateTitle();
-connectMe();
+// The room page's own socket already carries `activity` and `read` for every room of the
+// user: one socket per tab, against the per-user limit. Other pages listen on `/ws/me`.
+if (current) document.addEventListener("chat:frame", (event) => onFrame(event.detail));
+else connectMe();

@@ -21,6 +21,9 @@ from tests.test_browser import XSS, Person, chromium
 pytest.importorskip("playwright", reason="the test extra is not installed")
 from playwright.sync_api import Browser, Page, expect
 
+pytest.importorskip("axe_playwright_python", reason="the test extra is not installed")
+from axe_playwright_python.sync_playwright import Axe
+
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 # What the room page (its HTML, scripts and style sheet) may weigh, uncompressed.
 PAGE_WEIGHT_BUDGET = 120_000
@@ -84,6 +87,12 @@ def insert_messages(server: Server, room: str, rows: list[tuple[Account, str, da
 def open_room(page: Page, base_url: str, room: str) -> None:
     page.goto(f"{base_url}/rooms/{room}")
     expect(page.locator("#status")).to_have_text("live")
+
+
+def accessible(page: Page, what: str) -> None:
+    """axe-core finds no violation on the page as it is now."""
+    results = Axe().run(page)
+    assert results.violations_count == 0, f"{what}:\n{results.generate_report()}"
 
 
 def message(page: Page, seq: int) -> Any:
@@ -189,6 +198,7 @@ def test_grouping_days_markdown_and_xss(server: Server, two: tuple[Person, Perso
     assert page.evaluate("window.__pwned") is None
     assert bob.dialogs == []
 
+    accessible(page, "the room page with Markdown, groups and day separators")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "client-room.png"))
 
@@ -299,6 +309,7 @@ def test_sidebar_badges_title_next_unread_and_drawer(
         expect(badge(tab, second, "unread")).to_have_text("1 unread")
         expect(badge(tab, second, "mention-count")).to_be_hidden()
     expect(account_tab).to_have_title("(3) Account · chat")
+    accessible(account_tab, "the account page in the shell, with badges")
     expect(room_tab).to_have_title(re.compile(r"^\(3\) #"))
 
     # A DM alice opens shows up, named by her, as it is made.
@@ -327,6 +338,7 @@ def test_sidebar_badges_title_next_unread_and_drawer(
     toggle.click()
     expect(toggle).to_have_attribute("aria-expanded", "true")
     expect(phone.locator(f'#sidebar a[href="/rooms/{second}"]')).to_be_visible()
+    accessible(phone, "a phone's room page with the drawer open")
     phone.keyboard.press("Escape")
     expect(toggle).to_have_attribute("aria-expanded", "false")
     expect(toggle).to_be_focused()
