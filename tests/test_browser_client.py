@@ -323,6 +323,9 @@ def test_sidebar_badges_title_next_unread_and_drawer(
     expect(room_tab.locator("#status")).to_have_text("live")
     expect(badge(account_tab, second, "unread")).to_be_hidden()
     expect(account_tab).to_have_title("(2) Account · chat")
+    # The room on the screen counts as read in its own sidebar and title.
+    expect(badge(room_tab, second, "unread")).to_be_hidden()
+    expect(room_tab).to_have_title(re.compile(rf"^\(2\) #{second} "))
     # And on from there, round to the third.
     room_tab.locator("#body").press("Alt+ArrowDown")
     room_tab.wait_for_url(f"**/rooms/{third}")
