@@ -58,6 +58,7 @@ let readTimer = null;
 // it, and groups do not reach across it.
 const readOnEntry = Number(document.body.dataset.readUpTo) || 0;
 let loadingOlder = false;
+let batch = false;            // many messages going in at once: one layout after them
 // A message opened from a link (`#msg-ID`): shown with the messages around it.
 let target = targetOfHash();
 // Messages typed here and not yet acknowledged, in the order typed: nonce -> entry. Only the
@@ -270,8 +271,22 @@ function atBottom() {
 
 // The groups, day separators and start-of-room marker, after the list changed.
 function layout() {
+  if (batch) return;
   setStart(list, older.hidden, roomTitle);
   relayout(list, readOnEntry);
+}
+
+// Messages put in by `put`, laid out once after them; the list stays at its end if it was.
+function inBatch(put) {
+  const stick = atBottom();
+  batch = true;
+  try {
+    put();
+  } finally {
+    batch = false;
+  }
+  layout();
+  if (stick) list.scrollTop = list.scrollHeight;
 }
 
 // A message into the list, in order; true if it is new and came in below what the reader,
@@ -502,9 +517,8 @@ function handle(frame) {
       } else if (!resumed) {
         older.hidden = frame.history.length < PAGE;
       }
-      frame.history.forEach(append);
+      inBatch(() => frame.history.forEach(append));
       (frame.updates || []).forEach(update);
-      layout();
       if (!resumedBefore && target === null) showUnread();
       setUsers(frame.users);
       flush();
@@ -704,7 +718,7 @@ async function loadAround(id) {
   if (!before.ok || !after.ok) return;
   const older_ = (await before.json()).messages;
   const newer = (await after.json()).messages;
-  older_.concat(newer).forEach(append);
+  inBatch(() => older_.concat(newer).forEach(append));
   older.hidden = older_.length < AROUND;
 }
 
