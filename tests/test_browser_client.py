@@ -285,8 +285,8 @@ def test_sidebar_badges_title_next_unread_and_drawer(
     """Bob's two tabs (a room, and his account page) both carry the sidebar: his rooms with
     the current one marked, badges and the tab title's count live from `/ws/me` as alice
     posts and mentions him, a DM alice opens appears in it. Alt+ArrowDown goes to the next
-    unread room; reading it there clears its badge in the other tab. A topic holding HTML
-    stays text. On a phone the sidebar
+    unread room; reading it there clears its badge in the other tab. The sidebar's search
+    opens a result in its room, at the message. A topic holding HTML stays text. On a phone the sidebar
     is a drawer behind a button that says whether it is open; the page never scrolls
     sideways."""
     bob = two[1]
@@ -312,7 +312,9 @@ def test_sidebar_badges_title_next_unread_and_drawer(
         expect(tab.locator("#side-rooms .badge.unread:visible")).to_have_count(0)
     expect(account_tab).to_have_title("Account · chat")
 
-    for room, text in ((third, "hello"), (third, f"hi @{bob_account.username}"), (second, "yo")):
+    word = unique("zebra")
+    mention = f"hi @{bob_account.username} {word}"
+    for room, text in ((third, "hello"), (third, mention), (second, "yo")):
         r = api(server, alice_account, "POST", f"/api/rooms/{room}/messages", json={"body": text})
         assert r.status_code == 201, r.text
 
@@ -346,6 +348,17 @@ def test_sidebar_badges_title_next_unread_and_drawer(
     room_tab.locator("#body").press("Alt+ArrowDown")
     room_tab.wait_for_url(f"**/rooms/{third}")
     expect(account_tab).to_have_title("Account · chat")
+
+    # The sidebar's search, from the account page: a result opens its message in its room.
+    account_tab.fill("#search-q", word)
+    account_tab.press("#search-q", "Enter")
+    expect(account_tab.locator("#search-status")).to_have_text("1 message found.")
+    result = account_tab.locator("#search-results li a")
+    expect(result).to_have_text(mention)
+    expect(account_tab.locator("#search-results .result-room")).to_have_text(f"#{third}")
+    result.click()
+    account_tab.wait_for_url(f"**/rooms/{third}#msg-2")
+    expect(account_tab.locator("#msg-2")).to_have_class(re.compile(r"(^|\s)target(\s|$)"))
 
     # A phone: the drawer is closed, opens from its button, Escape closes it.
     phone = bob.context.new_page()
