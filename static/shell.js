@@ -211,6 +211,12 @@ function setDrawer(open) {
 drawerToggle.addEventListener("click", () => {
   setDrawer(drawerToggle.getAttribute("aria-expanded") !== "true");
 });
+// A tap beside the open drawer closes it.
+document.addEventListener("click", (event) => {
+  if (!document.body.classList.contains("drawer-open")) return;
+  if (sidebar.contains(event.target) || drawerToggle.contains(event.target)) return;
+  setDrawer(false);
+});
 sidebar.addEventListener("keydown", (event) => {
   if (event.key === "Escape" && document.body.classList.contains("drawer-open")) {
     setDrawer(false);

@@ -375,6 +375,12 @@ def test_sidebar_badges_title_next_unread_and_drawer(
     expect(toggle).to_have_attribute("aria-expanded", "false")
     expect(toggle).to_be_focused()
     expect(phone.locator("#sidebar")).to_be_hidden()
+    # A tap beside the open drawer closes it too.
+    toggle.click()
+    expect(phone.locator("#sidebar")).to_be_visible()
+    phone.mouse.click(370, 600)
+    expect(toggle).to_have_attribute("aria-expanded", "false")
+    expect(phone.locator("#sidebar")).to_be_hidden()
     wide = phone.evaluate(
         "document.documentElement.scrollWidth - document.documentElement.clientWidth"
     )
