@@ -286,9 +286,9 @@ def test_sidebar_badges_title_next_unread_and_drawer(
     the current one marked, badges and the tab title's count live from `/ws/me` as alice
     posts and mentions him, a DM alice opens appears in it. Alt+ArrowDown goes to the next
     unread room; reading it there clears its badge in the other tab. The sidebar's search
-    opens a result in its room, at the message. A topic holding HTML stays text. On a phone the sidebar
-    is a drawer behind a button that says whether it is open; the page never scrolls
-    sideways."""
+    opens a result in its room, at the message. A topic holding HTML stays text. On a phone
+    the sidebar is a drawer behind a button that says whether it is open (Escape or a tap
+    beside it closes it); the page never scrolls sideways."""
     bob = two[1]
     alice_account = server.register(unique("alice"))
     bob_account = signed_in(bob, server, "bob")
