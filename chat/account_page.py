@@ -10,7 +10,7 @@ from chat import signins
 from chat.deps import ACCESS_COOKIE, Authenticated, ServicesDep, authenticate_token, client_address
 from chat.errors import RateLimited
 from chat.fields import PASSWORD_MAX_CHARS
-from chat.pages import NO_CSRF, CsrfField, _csrf_ok, _render, _to_login
+from chat.pages import NO_CSRF, CsrfField, _csrf_ok, _render, _to_login, shell
 from chat.security import HashingBusy
 from chat.services import Services
 
@@ -39,6 +39,7 @@ async def _page(
         "account.html",
         status_code,
         user=me.user,
+        shell=await shell(services, me.user),
         sessions=sessions,
         error=error,
         notice=notice,

@@ -66,6 +66,17 @@ def _upsert(session: AsyncSession, user_id: int, room_id: int, up_to: int) -> Ex
     return upsert
 
 
+async def marker_of(session: AsyncSession, user_id: int, room_name: str) -> int:
+    """How far the user has read the room (0: nothing, or no marker): where the room page
+    draws its "New" line."""
+    up_to = await session.scalar(
+        select(ReadMarker.up_to)
+        .join(Room, Room.id == ReadMarker.room_id)
+        .where(ReadMarker.user_id == user_id, Room.name == room_name)
+    )
+    return int(up_to or 0)
+
+
 async def mark_read(
     sessions: async_sessionmaker[AsyncSession], user_id: int, room_id: int, up_to: int
 ) -> int | None:

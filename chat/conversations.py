@@ -190,6 +190,16 @@ class Conversations:
         )
         return await self._views(caller, query)
 
+    async def list_joined(self, caller: Caller, limit: int = ROOMS_DEFAULT_LIMIT) -> list[RoomView]:
+        """The rooms (not DMs) the caller is a member of, in name order: the sidebar's."""
+        query = (
+            _room_query(caller)
+            .where(Room.kind != "dm", Membership.user_id.is_not(None))
+            .order_by(Room.name)
+            .limit(limit)
+        )
+        return await self._views(caller, query)
+
     async def view(self, caller: Caller, name: str) -> RoomView:
         """One room, for a caller who may see it (RoomNotFound, Forbidden)."""
         standing = await self.require(caller, name, Action.SEE)

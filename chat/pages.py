@@ -11,7 +11,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chat import accounts, signins, user_admin
+from chat import accounts, attention, signins, user_admin
 from chat.access import Action
 from chat.conversations import RoomView
 from chat.db import PROJECT_DIR
@@ -98,6 +98,8 @@ NO_CSRF = ""
 CREATABLE_KINDS = ("public", "private")
 # How many DMs the rooms page lists, the newest first.
 DMS_SHOWN = 200
+# How many of the user's rooms, and of their DMs, the sidebar lists.
+SIDEBAR_SHOWN = 200
 # Past any real list of users; keeps a page's offset within the database's integers.
 MAX_OFFSET = 2**31 - 1
 
@@ -112,6 +114,17 @@ def _render(request: Request, template: str, status_code: int = 200, **context: 
     if request.cookies.get(CSRF_COOKIE) != csrf:
         _set_csrf_cookie(request, response, csrf)
     return response
+
+
+async def shell(services: Services, user: User) -> dict[str, Any]:
+    """What the app shell's sidebar lists: the user's rooms and DMs with their counts (kept
+    live by static/shell.js over `/ws/me`)."""
+    rooms = await services.conversations.list_joined(user, SIDEBAR_SHOWN)
+    dms = await services.conversations.list_dms(user, SIDEBAR_SHOWN)
+    return {
+        "rooms": rooms,
+        "dms": sorted(dms, key=lambda dm: [name.lower() for name in dm.others]),
+    }
 
 
 def _set_csrf_cookie(request: Request, response: Response, csrf: str) -> None:
@@ -375,6 +388,7 @@ async def _rooms(
         "rooms.html",
         status_code,
         user=user,
+        shell=await shell(services, user),
         rooms=rooms,
         dms=sorted(dms, key=lambda dm: [name.lower() for name in dm.others]),
         error=error,
@@ -519,7 +533,17 @@ async def room_page(request: Request, services: ServicesDep, name: str) -> Respo
             heading="You may not enter this room",
             reason=_sentence(exc.reason),
         )
-    return _render(request, "room.html", user=user, room=name, view=view)
+    async with services.sessions() as db:
+        read_up_to = await attention.marker_of(db, user.id, name)
+    return _render(
+        request,
+        "room.html",
+        user=user,
+        room=name,
+        view=view,
+        read_up_to=read_up_to,
+        shell=await shell(services, user),
+    )
 
 
 @router.get("/admin")

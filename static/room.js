@@ -1,10 +1,13 @@
 // The room page: history, live messages, who's here, typing hints, the messages this page
 // has sent that the server has not acknowledged yet, each message's menu (edit, delete,
-// react), mentions, and the read marker.
+// react), and the read marker. How one message looks is static/message_view.js; the layout
+// around the messages (groups, days, "New" line, start of the room, the jump to new
+// messages) is static/timeline.js.
 // Every piece of user data goes into the page as text (textContent), never as HTML.
 import { backoffMs, betweenMs } from "/static/backoff.js";
-import { end, memberFrame, moderates, personButton, refresh } from "/static/members.js";
-import { bodyNodes, mentionsOf } from "/static/mentions.js";
+import { end, memberFrame, moderates, refresh } from "/static/members.js";
+import { fill, messageItem, reactionsOf } from "/static/message_view.js";
+import { newMessagesJump, placeUnreadLine, relayout, setStart } from "/static/timeline.js";
 
 const room = document.body.dataset.room;
 const me = document.body.dataset.user;
@@ -20,6 +23,7 @@ const older = document.getElementById("older");
 const notice = document.getElementById("notice");
 const confirmDelete = document.getElementById("confirm-delete");
 const confirmDeleteText = document.getElementById("confirm-delete-text");
+const roomTitle = document.getElementById("room-title").textContent;
 
 const TYPING_SEND_MS = 2000;
 const TYPING_SHOW_MS = 3000;
@@ -31,6 +35,8 @@ const TOO_MANY_RETRY_MS = [30000, 60000];
 // `unavailable`: the server's storage is down for a moment.
 const UNAVAILABLE_RETRY_MS = [2000, 5000];
 const PAGE = 50;
+// Older messages load when the list is scrolled this close to its top.
+const OLDER_MARGIN_PX = 120;
 // Messages loaded on each side of one opened from a link (`#msg-ID`, from search).
 const AROUND = 25;
 // The read marker follows what this page shows, at most this often.
@@ -48,6 +54,11 @@ let menuOpen = null;          // {id, panel}: the message whose menu is open
 let deleting = null;          // the id the delete dialog asks about
 let readUpTo = 0;             // the read marker as far as this page knows
 let readTimer = null;
+// The read marker when the page opened: the "New" line stands above the first message after
+// it, and groups do not reach across it.
+const readOnEntry = Number(document.body.dataset.readUpTo) || 0;
+let loadingOlder = false;
+let batch = false;            // many messages going in at once: one layout after them
 // A message opened from a link (`#msg-ID`): shown with the messages around it.
 let target = targetOfHash();
 // Messages typed here and not yet acknowledged, in the order typed: nonce -> entry. Only the
@@ -84,88 +95,6 @@ function targetOfHash() {
 
 function itemOf(id) {
   return document.getElementById(`msg-${id}`);
-}
-
-function messageItem(m) {
-  const li = document.createElement("li");
-  li.id = `msg-${m.id}`;
-  li.dataset.id = String(m.id);
-  fill(li, m);
-  return li;
-}
-
-// The message's line, drawn anew from its state.
-function fill(li, m) {
-  const myKey = me.toLowerCase();
-  li.classList.toggle("mine", m.user === me);
-  li.classList.toggle("deleted", m.deleted);
-  li.classList.toggle("mentions-me", mentionsOf(m).has(myKey));
-  const head = document.createElement("div");
-  head.className = "message-head";
-  // Another's name offers their card ("Message").
-  let who;
-  if (m.user === me) {
-    who = document.createElement("span");
-    who.className = "who";
-    who.textContent = m.user;
-  } else {
-    who = personButton(m.user, "who");
-  }
-  const when = document.createElement("time");
-  when.dateTime = m.ts;
-  when.textContent = new Date(m.ts).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-  when.title = m.ts;
-  head.append(who, when);
-  if (m.edited_at && !m.deleted) {
-    const edited = document.createElement("span");
-    edited.className = "edited";
-    edited.textContent = "(edited)";
-    edited.title = `edited ${new Date(m.edited_at).toLocaleString()}`;
-    head.append(edited);
-  }
-  if (!m.deleted) head.append(menuButton(m));
-  const body = document.createElement("div");
-  body.className = "body";
-  if (m.deleted) {
-    body.classList.add("tombstone");
-    body.textContent = "message deleted";
-  } else {
-    body.append(...bodyNodes(m.body, mentionsOf(m), myKey));
-  }
-  li.replaceChildren(head, body, reactionsOf(m));
-}
-
-function menuButton(m) {
-  const b = document.createElement("button");
-  b.type = "button";
-  b.className = "menu-button";
-  b.dataset.action = "menu";
-  b.textContent = "⋯";
-  b.setAttribute("aria-label", `Actions on ${m.user === me ? "your" : `${m.user}'s`} message`);
-  b.setAttribute("aria-expanded", "false");
-  b.setAttribute("aria-controls", `menu-${m.id}`);
-  return b;
-}
-
-function reactionsOf(m) {
-  const box = document.createElement("div");
-  box.className = "reactions";
-  for (const [emoji, who] of Object.entries(m.reactions || {})) {
-    if (who.length === 0) continue;
-    const chip = document.createElement("button");
-    chip.type = "button";
-    chip.className = "reaction";
-    chip.dataset.action = "react";
-    chip.dataset.emoji = emoji;
-    const mine = who.includes(me);
-    chip.setAttribute("aria-pressed", String(mine));
-    chip.title = who.join(", ");
-    chip.setAttribute("aria-label", `${emoji} ${who.length}: ${who.join(", ")}`);
-    chip.textContent = `${emoji} ${who.length}`;
-    box.append(chip);
-  }
-  box.hidden = box.childElementCount === 0;
-  return box;
 }
 
 // A message's new state (an `update` frame, the welcome's `updates`, or a message seen
@@ -340,11 +269,33 @@ function atBottom() {
   return list.scrollHeight - list.scrollTop - list.clientHeight < 40;
 }
 
+// The groups, day separators and start-of-room marker, after the list changed.
+function layout() {
+  if (batch) return;
+  setStart(list, older.hidden, roomTitle);
+  relayout(list, readOnEntry);
+}
+
+// Messages put in by `put`, laid out once after them; the list stays at its end if it was.
+function inBatch(put) {
+  const stick = atBottom();
+  batch = true;
+  try {
+    put();
+  } finally {
+    batch = false;
+  }
+  layout();
+  if (stick) list.scrollTop = list.scrollHeight;
+}
+
+// A message into the list, in order; true if it is new and came in below what the reader,
+// scrolled up, is looking at.
 function append(m) {
   if (m.user === me && m.nonce && pending.has(m.nonce)) acknowledged(m.nonce);
   if (shown.has(m.id)) {
     update(m);
-    return;
+    return false;
   }
   shown.add(m.id);
   states.set(m.id, m);
@@ -358,8 +309,10 @@ function append(m) {
   list.insertBefore(messageItem(m), before || list.querySelector("li.pending"));
   lastId = Math.max(lastId, m.id);
   if (oldestId === null || m.id < oldestId) oldestId = m.id;
+  layout();
   if (stick || m.user === me) list.scrollTop = list.scrollHeight;
   markReadSoon();
+  return !stick && m.user !== me;
 }
 
 function prepend(messages) {
@@ -371,11 +324,12 @@ function prepend(messages) {
     list.insertBefore(messageItem(m), list.firstChild);
     if (oldestId === null || m.id < oldestId) oldestId = m.id;
   }
+  layout();
   list.scrollTop += list.scrollHeight - height;
 }
 
 function clearList() {
-  for (const li of list.querySelectorAll("li[data-id], li.gap")) li.remove();
+  for (const li of list.querySelectorAll("li[data-id], li.gap, li.marker")) li.remove();
   shown.clear();
   states.clear();
   editing = null;
@@ -538,6 +492,10 @@ function closed(code, reason) {
 }
 
 function handle(frame) {
+  // The app shell keeps the sidebar's badges from this socket's frames (no second socket).
+  if (frame.type === "welcome" || frame.type === "activity" || frame.type === "read") {
+    document.dispatchEvent(new CustomEvent("chat:frame", { detail: frame }));
+  }
   switch (frame.type) {
     case "welcome": {
       attempt = 0;
@@ -559,8 +517,9 @@ function handle(frame) {
       } else if (!resumed) {
         older.hidden = frame.history.length < PAGE;
       }
-      frame.history.forEach(append);
+      inBatch(() => frame.history.forEach(append));
       (frame.updates || []).forEach(update);
+      if (!resumedBefore && target === null) showUnread();
       setUsers(frame.users);
       flush();
       // Who joined or left while the socket was away: the member list as it is now.
@@ -577,7 +536,7 @@ function handle(frame) {
       if (frame.room === room) readUpTo = Math.max(readUpTo, frame.up_to);
       break;
     case "message":
-      append(frame);
+      if (append(frame)) jump.arrived();
       typers.delete(frame.user);
       renderTyping();
       break;
@@ -618,18 +577,41 @@ input.addEventListener("input", () => {
   }
 });
 
-older.addEventListener("click", async () => {
-  if (oldestId === null) return;
-  const generation = listGeneration;
-  const response = await fetch(
-    `/api/rooms/${encodeURIComponent(room)}/messages?before=${oldestId}&limit=${PAGE}`,
-    { credentials: "same-origin" });
-  if (!response.ok) return;
-  const { messages } = await response.json();
-  if (generation !== listGeneration) return;
-  prepend(messages);
-  older.hidden = messages.length < PAGE;
+// Older messages, a page at a time: by the button, or by scrolling to the top of the list
+// (where the reader was stays in place).
+async function loadOlder() {
+  if (oldestId === null || loadingOlder) return;
+  loadingOlder = true;
+  try {
+    const generation = listGeneration;
+    const response = await fetch(
+      `/api/rooms/${encodeURIComponent(room)}/messages?before=${oldestId}&limit=${PAGE}`,
+      { credentials: "same-origin" });
+    if (!response.ok) return;
+    const { messages } = await response.json();
+    if (generation !== listGeneration) return;
+    older.hidden = messages.length < PAGE;
+    prepend(messages);
+  } finally {
+    loadingOlder = false;
+  }
+}
+
+older.addEventListener("click", loadOlder);
+list.addEventListener("scroll", () => {
+  if (!older.hidden && list.scrollTop < OLDER_MARGIN_PX) loadOlder();
 });
+
+const jump = newMessagesJump(list, document.getElementById("jump"), atBottom);
+
+// Entering the room: the "New" line above the first unread message, shown at the top of the
+// list if it fits, else the newest messages.
+function showUnread() {
+  if (!placeUnreadLine(list, readOnEntry, me)) return;
+  // The list is the line's offset parent (position: relative).
+  const line = list.querySelector("li.unread-line");
+  if (line.offsetTop < list.scrollTop) list.scrollTop = Math.max(0, line.offsetTop - 8);
+}
 
 reconnect.addEventListener("click", () => {
   if (socket === null) connect();
@@ -736,7 +718,7 @@ async function loadAround(id) {
   if (!before.ok || !after.ok) return;
   const older_ = (await before.json()).messages;
   const newer = (await after.json()).messages;
-  older_.concat(newer).forEach(append);
+  inBatch(() => older_.concat(newer).forEach(append));
   older.hidden = older_.length < AROUND;
 }
 
@@ -763,5 +745,6 @@ window.addEventListener("hashchange", () => {
 if (target !== null) {
   loadAround(target).finally(connect);
 } else {
+  input.focus();
   connect();
 }

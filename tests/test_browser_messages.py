@@ -264,7 +264,8 @@ def test_reactions_toggle_live(server: Server, two: tuple[Person, Person]) -> No
 
 
 def badge(page: Page, room: str, kind: str) -> Locator:
-    return page.locator(f'li[data-room="{room}"] .badge.{kind}')
+    """The badge in the rooms page's own lists (the sidebar has its own: test_browser_client)."""
+    return page.locator(f':is(#rooms, #dms) li[data-room="{room}"] .badge.{kind}')
 
 
 def test_unread_badges_across_two_tabs(server: Server, two: tuple[Person, Person]) -> None:
