@@ -17,7 +17,7 @@ from starlette.routing import Match, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from chat import account_page, pages, storage, ws, wsprotocol
+from chat import account_page, error_pages, pages, ws, wsprotocol
 from chat.db import PROJECT_DIR
 from chat.renewal import CookieRenewal
 from chat.routes import admin, auth, health, invites, me, rooms, search
@@ -187,7 +187,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
         exception_handlers={
             RequestValidationError: _validation_error,
-            DBAPIError: storage.storage_unavailable,
+            DBAPIError: error_pages.storage_error,
+            HTTPException: error_pages.http_error,
+            Exception: error_pages.server_error,
         },
     )
     app.state.services = services
