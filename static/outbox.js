@@ -62,7 +62,7 @@ export class Outbox {
     const found = [];
     for (let i = 0; i < localStorage.length; i += 1) {
       const key = localStorage.key(i);
-      if (!key || !key.startsWith(this.prefix) || key.endsWith(".sender")) continue;
+      if (!key || !key.startsWith(this.prefix)) continue;
       try {
         const entry = JSON.parse(localStorage.getItem(key));
         if (entry && typeof entry.body === "string") found.push(entry);
@@ -104,9 +104,13 @@ export class Outbox {
 
   // The message with this nonce is stored: it leaves the outbox.
   acknowledged(nonce) {
-    if (!this.has(nonce)) return false;
-    this.remove(nonce);
-    return true;
+    if (this.has(nonce)) {
+      this.remove(nonce);
+    } else if (this.inFlight === nonce) {
+      // Another tab saw it stored first and took it out.
+      this.inFlight = null;
+      this.onChange();
+    }
   }
 
   // Refused for a while (`rate_limited`, `unavailable`): sent again by itself at `until`.
