@@ -27,6 +27,12 @@ export function composer({ form, input, counter, user, room, max, send, problem,
   const fmt = new Intl.NumberFormat();
 
   function grow() {
+    if (!input.value) {
+      // One line, whatever the placeholder's length.
+      input.style.height = "";
+      input.classList.remove("scrolls");
+      return;
+    }
     input.style.height = "auto";
     input.style.height = `${Math.min(input.scrollHeight + 2, MAX_HEIGHT_PX)}px`;
     input.classList.toggle("scrolls", input.scrollHeight + 2 > MAX_HEIGHT_PX);

@@ -426,7 +426,12 @@ def no_horizontal_scroll(page: Page, what: str) -> None:
     widths = page.evaluate(
         "() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
     )
-    assert widths[0] <= widths[1], f"{what}: {widths}"
+    wide = page.evaluate(
+        """() => Array.from(document.querySelectorAll("body *"))
+            .filter(e => e.getBoundingClientRect().right > innerWidth + 1)
+            .slice(0, 5).map(e => e.tagName + "#" + e.id + "." + e.className)"""
+    )
+    assert widths[0] <= widths[1], f"{what}: {widths}, wider than the screen: {wide}"
 
 
 def a_busy_room(server: Server, owner: Account, other: Account) -> str:
@@ -483,7 +488,7 @@ def test_dark_mode_phone_and_long_names(srv: Server, browser: Browser) -> None:
             if path == f"/rooms/{room}":
                 expect(page.locator("#status")).to_have_text("live")
             no_horizontal_scroll(page, path)
-            sign_out = page.get_by_role("button", name="Sign out").bounding_box()
+            sign_out = page.locator(".topbar").get_by_role("button", name="Sign out").bounding_box()
             assert sign_out is not None
             assert sign_out["x"] >= 0 and sign_out["x"] + sign_out["width"] <= 390, path
         phone.goto(f"/rooms/{room}")
