@@ -457,7 +457,8 @@ def a_busy_room(server: Server, owner: Account, other: Account) -> str:
 
 def test_dark_mode_phone_and_long_names(srv: Server, browser: Browser) -> None:
     """Dark by the system's preference (other colours than light); at 390x844 with 32-character
-    names nothing scrolls sideways and "Sign out" stays on screen. Screenshots for the README."""
+    names, and at 200 % zoom, nothing scrolls sideways and "Sign out" stays on screen.
+    Screenshots for the README."""
     assert srv.admin is not None
     admin = srv.admin
     other = srv.register(long_name("guest"))
@@ -494,6 +495,13 @@ def test_dark_mode_phone_and_long_names(srv: Server, browser: Browser) -> None:
         phone.goto(f"/rooms/{room}")
         expect(page.locator("#status")).to_have_text("live")
         page.screenshot(path=str(SCREENSHOTS / "client-room-phone.png"))
+
+        # 200 % zoom of a 1280x800 window: a 640x400 layout at twice the pixels.
+        zoomed = light.context.new_page()
+        zoomed.set_viewport_size({"width": 640, "height": 400})
+        for path in [f"/rooms/{room}", "/admin/users"]:
+            zoomed.goto(srv.url + path)
+            no_horizontal_scroll(zoomed, f"{path} at 200 %")
     finally:
         for person in (light, dark, phone):
             person.context.close()
