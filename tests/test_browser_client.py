@@ -365,7 +365,7 @@ def test_banned_shown_in_the_room_not_sent_to_sign_in(srv: Server, browser: Brow
         person.context.close()
 
 
-def test_error_pages(srv: Server, browser: Browser) -> None:
+def test_error_pages(srv: Server) -> None:
     """Unknown pages, a method a page does not take and a crash get a styled page; the API,
     and a client asking for JSON, get JSON."""
     app = srv.server.config.app  # type: ignore[union-attr]
@@ -398,6 +398,9 @@ def test_error_pages(srv: Server, browser: Browser) -> None:
         r = http.get("/no-such-page", headers={"Accept": "application/json"})
         assert r.status_code == 404 and r.json() == {"detail": "Not Found"}
 
+
+def test_error_page_in_the_browser(srv: Server, browser: Browser) -> None:
+    """Signed in, an unknown page keeps the usual header and leads back to the rooms."""
     assert srv.admin is not None
     person = person_in(browser, srv, srv.admin)
     try:

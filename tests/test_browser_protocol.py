@@ -147,8 +147,8 @@ def test_truncated_welcome_then_older_pages_leave_no_gap(
 def test_too_many_sockets_shown_and_not_retried_at_once(
     make_server: Callable[..., Server], browser: Browser
 ) -> None:
-    """Refused for holding too many sockets (4429), the page says so, stays, and does not
-    retry for a long while; "Reconnect now" retries at once."""
+    """Refused for holding too many sockets (4429), the page says so in its banner, stays, and
+    does not retry for a long while; "Retry now" retries at once."""
     srv = make_server(max_connections_per_user=1)
     account = srv.register()
     room = srv.create_room(account)
@@ -169,6 +169,7 @@ def test_too_many_sockets_shown_and_not_retried_at_once(
                 "Too many open connections — close other tabs"
             )
             expect(page.locator("#reconnect")).to_be_visible()
+            expect(page.locator("#offline-message")).to_contain_text("Too many connections")
             with pytest.raises(PlaywrightTimeoutError), page.expect_websocket(timeout=QUIET_MS):
                 pass
             assert page.url == f"{srv.url}/rooms/{room}"
