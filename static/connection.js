@@ -27,7 +27,6 @@ export function connectionBanner({ banner, message, countdown, retry, onRetry })
     offline(text, retryAt) {
       if (message.textContent !== text) message.textContent = text;
       banner.hidden = false;
-      retry.hidden = false;
       clearTick();
       if (retryAt === null) {
         countdown.textContent = "";
@@ -36,14 +35,6 @@ export function connectionBanner({ banner, message, countdown, retry, onRetry })
       at = retryAt;
       showCountdown();
       tick = setInterval(showCountdown, 1000);
-    },
-    // Away for good (4403, 4404): said once, and nothing to retry.
-    final(text) {
-      clearTick();
-      message.textContent = text;
-      countdown.textContent = "";
-      retry.hidden = true;
-      banner.hidden = false;
     },
     online() {
       clearTick();

@@ -163,6 +163,10 @@ def test_outbox_survives_a_server_restart_and_a_page_reload(srv: Server, browser
         expect(page.locator("#offline")).to_be_visible(timeout=15_000)
         expect(page.locator("#offline-message")).to_contain_text("Offline")
         expect(page.locator("#reconnect")).to_have_text("Retry now")
+        # A reaction while away: an error line, which must not outlive the outage.
+        page.locator("#messages li[data-id] .menu-button").click()
+        page.locator(".message-menu button.emoji").first.click()
+        expect(page.locator("#error")).to_contain_text("Not connected")
         for text in ("one", "two\nlines"):
             type_message(page, text)
         expect(pending(page)).to_have_count(2)
