@@ -489,6 +489,7 @@ def test_dark_mode_phone_and_long_names(srv: Server, browser: Browser) -> None:
             open_room(person, room)
         assert colours(light.page) != colours(dark.page)
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        expect(dark.page.locator("#members li")).to_have_count(2)
         dark.page.screenshot(path=str(SCREENSHOTS / "client-room-dark.png"))
 
         page = phone.page
@@ -502,6 +503,7 @@ def test_dark_mode_phone_and_long_names(srv: Server, browser: Browser) -> None:
             assert sign_out["x"] >= 0 and sign_out["x"] + sign_out["width"] <= 390, path
         phone.goto(f"/rooms/{room}")
         expect(page.locator("#status")).to_have_text("live")
+        expect(page.locator("#members li")).to_have_count(2)
         page.screenshot(path=str(SCREENSHOTS / "client-room-phone.png"))
 
         # 200 % zoom of a 1280x800 window: a 640x400 layout at twice the pixels.
