@@ -2,14 +2,14 @@
 
 import gc
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
@@ -17,7 +17,7 @@ from starlette.routing import Match, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from chat import account_page, pages, storage, ws, wsprotocol
+from chat import account_page, error_pages, pages, ws, wsprotocol
 from chat.db import PROJECT_DIR
 from chat.prometheus import HttpMetrics
 from chat.renewal import CookieRenewal
@@ -160,6 +160,20 @@ async def _validation_error(_request: Request, exc: RequestValidationError) -> J
     return _AsciiJSONResponse({"detail": errors}, status_code=422)
 
 
+def _server_error(https: bool) -> Callable[[Request, Exception], Coroutine[Any, Any, Response]]:
+    """The 500 page: Starlette answers it from outside every middleware, SecurityHeaders
+    included, so its headers are added here."""
+    headers = SecurityHeaders(cast(ASGIApp, None), https).headers
+
+    async def answer(request: Request, exc: Exception) -> Response:
+        response = await error_pages.server_error(request, exc)
+        for name, value in headers:
+            response.headers[name.decode()] = value.decode()
+        return response
+
+    return answer
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     services = Services.from_settings(settings)
@@ -188,7 +202,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
         exception_handlers={
             RequestValidationError: _validation_error,
-            DBAPIError: storage.storage_unavailable,
+            DBAPIError: error_pages.storage_error,
+            HTTPException: error_pages.http_error,
+            Exception: _server_error(settings.cookie_secure),
         },
     )
     app.state.services = services

@@ -157,6 +157,19 @@ async def _page_user(request: Request, services: Services) -> User | None:
     return await user_for_token(services, request.cookies.get(ACCESS_COOKIE))
 
 
+async def error_page(request: Request, status_code: int, heading: str, text: str) -> Response:
+    """The page of an HTML error (`chat.error_pages`), with the header of whoever is signed in."""
+    user = None
+    if status_code < 500:
+        try:
+            user = await _page_user(request, request.app.state.services)
+        except Exception:  # the error page shows even with the database away
+            user = None
+    return _render(
+        request, "error.html", status_code, user=user, code=status_code, heading=heading, text=text
+    )
+
+
 def _to_login(request: Request) -> RedirectResponse:
     return RedirectResponse(f"/login?next={request.url.path}", status.HTTP_303_SEE_OTHER)
 

@@ -8,17 +8,20 @@ import { backoffMs, betweenMs } from "/static/backoff.js";
 import { end, memberFrame, moderates, refresh } from "/static/members.js";
 import { fill, messageItem, reactionsOf } from "/static/message_view.js";
 import { newMessagesJump, placeUnreadLine, relayout, setStart } from "/static/timeline.js";
+import { composer } from "/static/composer.js";
+import { connectionBanner } from "/static/connection.js";
+import { Outbox, outboxItem } from "/static/outbox.js";
 
 const room = document.body.dataset.room;
 const me = document.body.dataset.user;
 const list = document.getElementById("messages");
 const users = document.getElementById("users");
 const status = document.getElementById("status");
-const reconnect = document.getElementById("reconnect");
 const typing = document.getElementById("typing");
 const errorLine = document.getElementById("error");
 const form = document.getElementById("send");
 const input = document.getElementById("body");
+const BODY_MAX = Number(form.dataset.max);
 const older = document.getElementById("older");
 const notice = document.getElementById("notice");
 const confirmDelete = document.getElementById("confirm-delete");
@@ -61,11 +64,10 @@ let loadingOlder = false;
 let batch = false;            // many messages going in at once: one layout after them
 // A message opened from a link (`#msg-ID`): shown with the messages around it.
 let target = targetOfHash();
-// Messages typed here and not yet acknowledged, in the order typed: nonce -> entry. Only the
-// first is ever on the wire ("sending"): were two in flight, a later one could be stored
-// before an earlier one that was refused for the rate limit. The first may also be "held"
-// until a retry time; the others are "queued".
-const pending = new Map();
+// Messages typed and not yet acknowledged, kept across reloads (static/outbox.js). Only the
+// first is ever on the wire: were two in flight, a later one could be stored before an
+// earlier one that was refused for the rate limit.
+const outbox = new Outbox(me, room, () => { renderOutbox(); flush(); });
 let lastId = 0;               // newest message id seen: resume point
 let oldestId = null;          // for scrolling back
 let listGeneration = 0;       // bumped when the list is cleared, so older pages for it are dropped
@@ -206,7 +208,7 @@ function startEdit(id) {
   box.className = "edit-box";
   box.value = m.body;
   box.rows = Math.min(6, m.body.split("\n").length);
-  box.maxLength = input.maxLength;
+  box.maxLength = BODY_MAX;
   box.setAttribute("aria-label", "Edit your message (Enter saves, Escape cancels)");
   box.addEventListener("keydown", (event) => {
     if (event.key === "Escape") {
@@ -251,18 +253,12 @@ function askDelete(id) {
   document.getElementById("confirm-delete-cancel").focus();
 }
 
-function pendingItem(body) {
-  const li = document.createElement("li");
-  li.className = "mine pending";
-  li.title = "sending…";
-  const who = document.createElement("span");
-  who.className = "who";
-  who.textContent = me;
-  const text = document.createElement("span");
-  text.className = "body";
-  text.textContent = body;
-  li.append(who, text);
-  return li;
+// The waiting messages, below every stored one, as the outbox holds them now.
+function renderOutbox() {
+  const stick = atBottom();
+  for (const li of list.querySelectorAll("li.pending")) li.remove();
+  for (const entry of outbox.entries()) list.append(outboxItem(entry, me, outbox.sending(entry.nonce)));
+  if (stick) list.scrollTop = list.scrollHeight;
 }
 
 function atBottom() {
@@ -292,7 +288,7 @@ function inBatch(put) {
 // A message into the list, in order; true if it is new and came in below what the reader,
 // scrolled up, is looking at.
 function append(m) {
-  if (m.user === me && m.nonce && pending.has(m.nonce)) acknowledged(m.nonce);
+  if (m.user === me && m.nonce) outbox.acknowledged(m.nonce);
   if (shown.has(m.id)) {
     update(m);
     return false;
@@ -359,66 +355,30 @@ function renderTyping() {
     names.length === 1 ? `${names[0]} is typing…` : `${names.join(", ")} are typing…`;
 }
 
-function newNonce() {
-  // getRandomValues, not randomUUID: the latter only exists on HTTPS and localhost.
-  const bytes = crypto.getRandomValues(new Uint8Array(16));
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-function firstPending() {
-  return pending.values().next().value;
-}
-
-// Put the first pending message on the wire, if it may go now.
+// Put the first waiting message on the wire, if it may go now.
 function flush() {
-  const head = firstPending();
-  if (!head || head.state !== "queued" || !live) return;
-  head.state = "sending";
-  head.item.title = "sending…";
+  if (!live) return;
+  const head = outbox.next();
+  if (!head) return;
+  renderOutbox();
   socket.send(JSON.stringify({ type: "message", body: head.body, nonce: head.nonce }));
 }
 
-function acknowledged(nonce) {
-  pending.get(nonce).item.remove();
-  pending.delete(nonce);
-  flush();
-}
-
-function hold(entry, ms) {
-  entry.state = "held";
-  entry.item.title = `waiting ${Math.ceil(ms / 1000)} s to send again…`;
-  setTimeout(() => {
-    if (pending.get(entry.nonce) !== entry) return;
-    entry.state = "queued";
-    flush();
-  }, ms);
-}
-
 function refused(frame) {
-  const entry = frame.nonce === undefined ? undefined : pending.get(frame.nonce);
-  if (!entry || entry.state !== "sending") {
+  if (frame.nonce === undefined || !outbox.sending(frame.nonce)) {
     showError(frame.detail);
     return;
   }
   if (frame.code === "rate_limited") {
-    hold(entry, (Number(frame.retry_after) || 1) * 1000);
-    return;
-  }
-  if (frame.code === "unavailable") {
-    hold(entry, betweenMs(...UNAVAILABLE_RETRY_MS));
-    return;
-  }
-  // Refused for what it is: sending it again would be refused again. Its text goes back
-  // where the user can copy or fix it.
-  entry.item.remove();
-  pending.delete(entry.nonce);
-  if (input.value === "") {
-    input.value = entry.body;
-    showError(`Not sent: ${frame.detail}.`);
+    // By itself after `retry_after`, the messages after it still waiting behind it.
+    outbox.hold(frame.nonce, (Number(frame.retry_after) || 1) * 1000);
+  } else if (frame.code === "unavailable") {
+    outbox.hold(frame.nonce, betweenMs(...UNAVAILABLE_RETRY_MS));
   } else {
-    showError(`Not sent: ${frame.detail}: ${entry.body}`);
+    // Refused for what it is: it stays in the list with the reason, Retry and Discard.
+    showError(`Not sent: ${frame.detail}.`);
+    outbox.refuse(frame.nonce, frame.detail);
   }
-  flush();
 }
 
 function wsUrl() {
@@ -430,7 +390,6 @@ function wsUrl() {
 function connect() {
   clearTimeout(retryTimer);
   retryTimer = null;
-  reconnect.hidden = true;
   setStatus(lastId ? "reconnecting…" : "connecting…");
   resumed = lastId !== 0;
   socket = new WebSocket(wsUrl());
@@ -442,6 +401,7 @@ function connect() {
 function shutOut(text) {
   notice.textContent = text;
   notice.hidden = false;
+  banner.online();
   input.disabled = true;
   form.querySelector("button[type=submit]").disabled = true;
   // Who is here is no longer ours to know.
@@ -460,10 +420,10 @@ function refusal(reason) {
 function closed(code, reason) {
   socket = null;
   live = false;
-  const head = firstPending();
-  // It may or may not have been stored: it goes again after the next welcome (unless the
-  // welcome's history holds it), with the same nonce, so it is never stored twice.
-  if (head && head.state === "sending") head.state = "queued";
+  // What was on the wire may or may not have been stored: it goes again after the next
+  // welcome (unless the welcome's history holds it), with the same nonce, so it is never
+  // stored twice.
+  outbox.lost();
   switch (code) {
     case 1008:
       // The session is gone (expired token, signed out elsewhere): sign in again.
@@ -478,16 +438,26 @@ function closed(code, reason) {
       setStatus("no such room", "bad");
       shutOut("This room does not exist.");
       return;
-    case 4429:
+    case 4429: {
       setStatus("Too many open connections — close other tabs", "bad");
-      reconnect.hidden = false;
-      retryTimer = setTimeout(connect, betweenMs(...TOO_MANY_RETRY_MS));
+      const wait = betweenMs(...TOO_MANY_RETRY_MS);
+      banner.offline("Too many connections at once: close other tabs of this chat, or wait. " +
+        "Messages you send wait here until then.", Date.now() + wait);
+      retryTimer = setTimeout(connect, wait);
       return;
-    default:
+    }
+    default: {
       // 1012 (restart), 1013 (too slow), a lost network: come back and catch up.
       setStatus("offline, retrying…", "bad");
-      retryTimer = setTimeout(connect, backoffMs(attempt, RECONNECT_BASE_MS, RECONNECT_CAP_MS));
+      const wait = backoffMs(attempt, RECONNECT_BASE_MS, RECONNECT_CAP_MS);
+      // The first quick retry usually succeeds: the banner waits for a second failure.
+      if (attempt > 0) {
+        banner.offline("Offline: not connected to the server. Messages you send wait here " +
+          "and go when the connection is back.", Date.now() + wait);
+      }
+      retryTimer = setTimeout(connect, wait);
       attempt += 1;
+    }
   }
 }
 
@@ -499,8 +469,10 @@ function handle(frame) {
   switch (frame.type) {
     case "welcome": {
       attempt = 0;
-      live = true;
       setStatus("live", "ok");
+      banner.online();
+      // Whatever went wrong before is over: no error line from then stays.
+      showError("");
       const jumped = target !== null && shown.size > 0 && !resumedBefore;
       if (frame.truncated && jumped) {
         // Opened at a message: the messages around it stay, and the newest come below
@@ -521,6 +493,9 @@ function handle(frame) {
       (frame.updates || []).forEach(update);
       if (!resumedBefore && target === null) showUnread();
       setUsers(frame.users);
+      // Live only now: the history has acknowledged what it holds of the outbox, which is
+      // not sent again.
+      live = true;
       flush();
       // Who joined or left while the socket was away: the member list as it is now.
       refresh();
@@ -555,25 +530,42 @@ function handle(frame) {
   }
 }
 
-form.addEventListener("submit", (event) => {
-  event.preventDefault();
-  const body = input.value.trim();
-  if (!body) return;
-  const nonce = newNonce();
-  const item = pendingItem(body);
-  pending.set(nonce, { nonce, body, item, state: "queued" });
-  list.append(item);
-  list.scrollTop = list.scrollHeight;
-  input.value = "";
-  showError("");
-  flush();
+const compose = composer({
+  form,
+  input,
+  counter: document.getElementById("body-counter"),
+  user: me,
+  room,
+  max: BODY_MAX,
+  send: (body) => {
+    outbox.add(body);
+    list.scrollTop = list.scrollHeight;
+    return true;
+  },
+  problem: showError,
+  typed: () => {
+    const now = Date.now();
+    if (live && now - lastTypingSent > TYPING_SEND_MS) {
+      lastTypingSent = now;
+      socket.send(JSON.stringify({ type: "typing" }));
+    }
+  },
 });
 
-input.addEventListener("input", () => {
-  const now = Date.now();
-  if (live && now - lastTypingSent > TYPING_SEND_MS) {
-    lastTypingSent = now;
-    socket.send(JSON.stringify({ type: "typing" }));
+// Retry or discard a message the server refused.
+list.addEventListener("click", (event) => {
+  const button = event.target.closest("button[data-outbox]");
+  const li = button?.closest("li.pending");
+  if (!li) return;
+  showError("");
+  if (button.dataset.outbox === "retry") {
+    outbox.retry(li.dataset.nonce);
+  } else {
+    const entry = outbox.get(li.dataset.nonce);
+    outbox.remove(li.dataset.nonce);
+    // Its text is not lost to a slip: back into an empty composer.
+    if (entry) compose.restore(entry.body);
+    input.focus();
   }
 });
 
@@ -613,8 +605,19 @@ function showUnread() {
   if (line.offsetTop < list.scrollTop) list.scrollTop = Math.max(0, line.offsetTop - 8);
 }
 
-reconnect.addEventListener("click", () => {
-  if (socket === null) connect();
+const banner = connectionBanner({
+  banner: document.getElementById("offline"),
+  message: document.getElementById("offline-message"),
+  countdown: document.getElementById("offline-countdown"),
+  retry: document.getElementById("reconnect"),
+  onRetry: () => {
+    if (socket === null) connect();
+  },
+});
+
+// The network is back: no need to wait out the backoff.
+window.addEventListener("online", () => {
+  if (socket === null && retryTimer !== null) connect();
 });
 
 list.addEventListener("click", (event) => {
@@ -742,6 +745,9 @@ window.addEventListener("hashchange", () => {
   else location.reload();
 });
 
+renderOutbox();
+// Only one tab of the room sends the outbox (static/outbox.js): this one, once it may.
+outbox.claim(flush);
 if (target !== null) {
   loadAround(target).finally(connect);
 } else {

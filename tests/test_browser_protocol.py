@@ -147,8 +147,8 @@ def test_truncated_welcome_then_older_pages_leave_no_gap(
 def test_too_many_sockets_shown_and_not_retried_at_once(
     make_server: Callable[..., Server], browser: Browser
 ) -> None:
-    """Refused for holding too many sockets (4429), the page says so, stays, and does not
-    retry for a long while; "Reconnect now" retries at once."""
+    """Refused for holding too many sockets (4429), the page says so in its banner, stays, and
+    does not retry for a long while; "Retry now" retries at once."""
     srv = make_server(max_connections_per_user=1)
     account = srv.register()
     room = srv.create_room(account)
@@ -170,6 +170,7 @@ def test_too_many_sockets_shown_and_not_retried_at_once(
                 "Too many open connections — close other tabs"
             )
             expect(page.locator("#reconnect")).to_be_visible()
+            expect(page.locator("#offline-message")).to_contain_text("Too many connections")
             with pytest.raises(PlaywrightTimeoutError), page.expect_websocket(timeout=QUIET_MS):
                 pass
             assert page.url == f"{srv.url}/rooms/{room}"
@@ -260,9 +261,9 @@ def test_rate_limited_messages_sent_again_in_order(
 
 
 def test_refused_message_shown_and_never_sent_again(server: Server, browser: Browser) -> None:
-    """A message the server refuses for what it is leaves the pending list, its text goes back
-    into the composer with the reason, and it is not sent again, not even after a
-    reconnect; the next message goes through."""
+    """A message the server refuses for what it is stays in the list, marked refused with the
+    reason (Retry and Discard are the user's), and is not sent again by itself, not even after
+    a reconnect; the next message goes through."""
     account = server.register()
     room = server.create_room(account)
     bad = "nul \x00 inside"
@@ -274,14 +275,15 @@ def test_refused_message_shown_and_never_sent_again(server: Server, browser: Bro
         expect(page.locator("#error")).to_have_text(
             "Not sent: body must not contain NUL characters."
         )
-        expect(page.locator("#body")).to_have_value(bad)
-        expect(page.locator("#messages li.pending")).to_have_count(0)
+        expect(page.locator("#messages li.refused .body")).to_have_text([bad])
 
         with page.expect_websocket():
             kick_all(server, CloseCode.RESTARTING)
         expect(page.locator("#status")).to_have_text("live")
+        expect(page.locator("#error")).to_be_hidden()
         person.say("fine")
         expect(page.locator("#messages li[data-id] .body")).to_have_text(["fine"])
+        expect(page.locator("#messages li.refused")).to_have_count(1)
     assert [m["body"] for m in history(server, account, room)] == ["fine"]
     assert [f["body"] for f in sent] == [bad, "fine"]
 
