@@ -8,15 +8,16 @@ those runs are put into the query (FTS5: inside double quotes; PostgreSQL: singl
 lexemes), so `NEAR`, `*`, `:`, `^`, `-`, `!`, `&`, `|`, quotes and parentheses are text (or
 nothing) to the database. "don't" is the phrase "don t", as the index cut the message.
 
-The indexes (migration 0012_search) are kept current by the database itself, so every way
-a message is written, edited or deleted (the writer, the lifecycle service, an operator's
-SQL) updates them in the same transaction:
+The indexes (migrations 0012_search, 0013_search_index):
 - SQLite: the FTS5 table `messages_fts` (tokenizer `unicode61 remove_diacritics 2`: any
   script, case and accents folded) over the view `messages_search`, whose rowid is the
   message's key `room_id << 40 | seq` (a message's id is per room). Not the messages'
   own rowid: with no INTEGER PRIMARY KEY, VACUUM may renumber it and the index would then
-  name other messages. Triggers on messages insert, update of `body`/`deleted` and delete
-  keep it current; a deleted message (`deleted` true) is not in it.
+  name other messages. New messages are indexed after their commit, in batches
+  (`chat.search_index`), and the search route has the backlog indexed before it reads;
+  triggers on messages update of `body`/`deleted` and delete keep indexed messages
+  current in the same transaction, whoever writes; a deleted message (`deleted` true) is
+  not in it.
 - PostgreSQL: a GIN expression index on `to_tsvector('simple', body)` (no stemming and no
   stop words: works alike for every language), used by `body_tsv() @@ query`; deleted
   messages are filtered out by the query.
