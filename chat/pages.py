@@ -518,7 +518,14 @@ async def room_page(request: Request, services: ServicesDep, name: str) -> Respo
             heading="You may not enter this room",
             reason=_sentence(exc.reason),
         )
-    return _render(request, "room.html", user=user, room=name, view=view)
+    return _render(
+        request,
+        "room.html",
+        user=user,
+        room=name,
+        view=view,
+        edit_window_minutes=services.settings.edit_window_minutes,
+    )
 
 
 @router.get("/admin")
