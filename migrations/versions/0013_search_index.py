@@ -1,4 +1,5 @@
-"""Search: SQLite indexes new messages after their commit, not inside it.
+"""Search: SQLite indexes new messages after their commit, not inside it; PostgreSQL
+stores each message's words.
 
 SQLite: the insert trigger of 0012_search goes (the message writer's thread indexes new
 messages in batches, see `chat.search_index`); the table `messages_fts_indexed` records,
@@ -6,7 +7,14 @@ per room, up to which message the index is written. The index 0012 built and its
 triggers kept holds every message stored so far: each room's mark starts at its
 last message. The update and delete triggers now touch the entry of an indexed message
 only (an FTS5 'delete' of an entry never written corrupts the index); a message not yet
-indexed is indexed later with what it then holds. PostgreSQL: nothing changes here.
+indexed is indexed later with what it then holds.
+
+PostgreSQL: the words of each message are stored, in the generated column `body_tsv`
+(`to_tsvector('simple', body)`, computed once when the row is written), and the GIN
+index is built on that column instead of the expression. A search then never computes
+a message's words again: a phrase is checked against the stored positions, and a room's
+newest messages are checked one by one without tokenizing each. Adding the column
+rewrites the table (about a minute per several million messages, writes blocked).
 
 The mark table has no foreign key: rooms are never deleted by the server, and a cascade
 could remove a room's mark before its messages, whose delete trigger then would leave
@@ -105,18 +113,31 @@ SQLITE_DOWN = [
 ]
 
 
+POSTGRES_UP = [
+    "ALTER TABLE messages ADD COLUMN body_tsv tsvector "
+    "GENERATED ALWAYS AS (to_tsvector('simple'::regconfig, body)) STORED",
+    "DROP INDEX ix_messages_body_search",
+    "CREATE INDEX ix_messages_body_tsv ON messages USING gin (body_tsv)",
+]
+POSTGRES_DOWN = [
+    "DROP INDEX ix_messages_body_tsv",
+    "ALTER TABLE messages DROP COLUMN body_tsv",
+    "CREATE INDEX ix_messages_body_search ON messages USING gin (to_tsvector('simple', body))",
+]
+
+
 def create_sqlite_triggers() -> None:
     for statement in SQLITE_TRIGGERS:
         op.execute(statement)
 
 
 def upgrade() -> None:
-    if op.get_bind().dialect.name == "sqlite":
-        for statement in SQLITE_UP:
-            op.execute(statement)
+    statements = SQLITE_UP if op.get_bind().dialect.name == "sqlite" else POSTGRES_UP
+    for statement in statements:
+        op.execute(statement)
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name == "sqlite":
-        for statement in SQLITE_DOWN:
-            op.execute(statement)
+    statements = SQLITE_DOWN if op.get_bind().dialect.name == "sqlite" else POSTGRES_DOWN
+    for statement in statements:
+        op.execute(statement)
