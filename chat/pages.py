@@ -556,6 +556,7 @@ async def room_page(request: Request, services: ServicesDep, name: str) -> Respo
         view=view,
         read_up_to=read_up_to,
         shell=await shell(services, user),
+        edit_window_minutes=services.settings.edit_window_minutes,
     )
 
 

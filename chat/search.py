@@ -8,18 +8,21 @@ those runs are put into the query (FTS5: inside double quotes; PostgreSQL: singl
 lexemes), so `NEAR`, `*`, `:`, `^`, `-`, `!`, `&`, `|`, quotes and parentheses are text (or
 nothing) to the database. "don't" is the phrase "don t", as the index cut the message.
 
-The indexes (migration 0012_search) are kept current by the database itself, so every way
-a message is written, edited or deleted (the writer, the lifecycle service, an operator's
-SQL) updates them in the same transaction:
+The indexes (migrations 0012_search, 0013_search_index):
 - SQLite: the FTS5 table `messages_fts` (tokenizer `unicode61 remove_diacritics 2`: any
   script, case and accents folded) over the view `messages_search`, whose rowid is the
   message's key `room_id << 40 | seq` (a message's id is per room). Not the messages'
   own rowid: with no INTEGER PRIMARY KEY, VACUUM may renumber it and the index would then
-  name other messages. Triggers on messages insert, update of `body`/`deleted` and delete
-  keep it current; a deleted message (`deleted` true) is not in it.
-- PostgreSQL: a GIN expression index on `to_tsvector('simple', body)` (no stemming and no
-  stop words: works alike for every language), used by `body_tsv() @@ query`; deleted
-  messages are filtered out by the query.
+  name other messages. New messages are indexed after their commit, in batches
+  (`chat.search_index`), and the search route has the backlog indexed before it reads;
+  triggers on messages update of `body`/`deleted` and delete keep indexed messages
+  current in the same transaction, whoever writes; a deleted message (`deleted` true) is
+  not in it.
+- PostgreSQL: the generated column `body_tsv`, `to_tsvector('simple', body)` (no stemming
+  and no stop words: works alike for every language) stored with the row, and a GIN index
+  on it, used by `body_tsv() @@ query`; deleted messages are filtered out by the query.
+  Stored, not an expression index: checking a message (a phrase's positions, a room's
+  newest one by one) then reads its words instead of tokenizing its body again.
 
 Reading them (`search`): with few matches, every match is sorted by time; with many more
 matches than rooms the caller may read (a common word), each room's newest are read
@@ -201,8 +204,9 @@ class Found:
 
 
 def body_tsv() -> ColumnElement[object]:
-    """The expression PostgreSQL's GIN index is built on; a query must use it as is."""
-    return func.to_tsvector(literal_column(f"'{PG_CONFIG}'"), Message.body)
+    """PostgreSQL's stored words of a message (`messages.body_tsv`, not in the models: the
+    column exists on PostgreSQL only), which its GIN index is built on."""
+    return literal_column(f"{Message.__tablename__}.{PG_COLUMN}")
 
 
 _Stmt = Select[int, int, str, str, str, datetime, str | None]
@@ -449,16 +453,20 @@ def _found(rows: Sequence[Row[int, int, str, str, str, datetime, str | None]]) -
     ]
 
 
-PG_INDEX = "ix_messages_body_search"
+PG_COLUMN = "body_tsv"
+PG_INDEX = "ix_messages_body_tsv"
 
 
 def in_models(name: str | None, type_: str, parent_names: object = None) -> bool:
     """False for the search indexes, which are in the database but not in the models:
-    SQLite's FTS5 table and its shadow tables (`_data`, `_idx`, `_docsize`, `_config`),
-    which SQLAlchemy cannot describe, and PostgreSQL's expression index, which exists on
-    one dialect only. For the schema comparison's `include_name`."""
+    SQLite's FTS5 table, its shadow tables (`_data`, `_idx`, `_docsize`, `_config`) and
+    its marks (`_indexed`), which SQLAlchemy cannot describe or which exist on one dialect
+    only, and PostgreSQL's stored words column and their index (the same). For the schema
+    comparison's `include_name`."""
     if name is None:
         return True
     if type_ == "table":
         return not (name == FTS_TABLE or name.startswith(FTS_TABLE + "_"))
+    if type_ == "column":
+        return name != PG_COLUMN
     return not (type_ == "index" and name == PG_INDEX)

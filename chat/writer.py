@@ -5,6 +5,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from functools import partial
 
+from chat import search_index
 from chat.batch import BatchSql, Pending, store_batch
 from chat.db import Transactions
 from chat.errors import StorageUnavailable
@@ -12,6 +13,15 @@ from chat.messages import StoredMessage
 
 # Messages grouped into one transaction at most; one fsync then acknowledges them all.
 WRITE_BATCH_MAX = 512
+# SQLite's search index (`chat.search_index`): the writer indexes what it stored once no
+# message has come for this long, so that a burst of messages is never slowed by it...
+INDEX_IDLE_SECS = 0.2
+# ...or, with messages still coming, once this many wait, a batch of them between two
+# commits, so that a search never has more than about this many to index first.
+INDEX_BACKLOG_MAX = 20_000
+# Sequence numbers one indexing transaction covers at most: what a message may wait
+# behind.
+INDEX_BATCH_MAX = 2_000
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +47,12 @@ class MessageWriter:
         self._on_stored = on_stored
         self._queue: asyncio.Queue[Pending | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        # SQLite only: PostgreSQL indexes each message in its own commit (a GIN index's
+        # pending list is cheap to add to).
+        self._indexes = transactions.dialect.name == "sqlite"
+        # Messages stored and perhaps not yet indexed: a hint for when to index (the
+        # database's marks decide what). Another process, or a crash, may have left some.
+        self._unindexed = 1 if self._indexes else 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="message-writer")
@@ -66,10 +82,45 @@ class MessageWriter:
         """Store a message and wait for its commit."""
         return await self.submit(room, room_id, user_id, username, body, nonce)
 
+    async def index_current(self) -> None:
+        """Make the search index hold every message committed so far (SQLite: index the
+        backlog in the writer's thread; PostgreSQL: it always does)."""
+        if not self._indexes:
+            return
+        if self._task is None:
+            raise StorageUnavailable()
+        try:
+            await self._transactions.run(search_index.everything)
+        except Exception as exc:
+            log.error("indexing messages for search failed: %r", exc)
+            raise StorageUnavailable() from exc
+        self._unindexed = 0
+
+    async def _index_some(self) -> None:
+        try:
+            done = await self._transactions.run(
+                partial(search_index.index_backlog, INDEX_BATCH_MAX)
+            )
+        except Exception as exc:
+            # A search indexes what is left first; storing messages must go on.
+            log.error("indexing messages for search failed: %r", exc)
+            return
+        self._unindexed = 0 if done else max(1, self._unindexed - INDEX_BATCH_MAX)
+
+    async def _next(self) -> Pending | None:
+        """The next queued item; meanwhile, after a pause, index the backlog, a batch at
+        a time, looking for messages between batches."""
+        while self._unindexed and self._queue.empty():
+            try:
+                return await asyncio.wait_for(self._queue.get(), INDEX_IDLE_SECS)
+            except TimeoutError:
+                await self._index_some()
+        return await self._queue.get()
+
     async def _run(self) -> None:
         stopping = False
         while not stopping:
-            first = await self._queue.get()
+            first = await self._next()
             batch: list[Pending] = []
             item = first
             while True:
@@ -82,6 +133,15 @@ class MessageWriter:
                 item = self._queue.get_nowait()
             if batch:
                 await self._write(batch)
+            if self._unindexed >= INDEX_BACKLOG_MAX:
+                await self._index_some()
+        if self._unindexed:
+            # What is left would be indexed by the next start (or another process), but a
+            # clean stop leaves the index whole.
+            try:
+                await self._transactions.run(search_index.everything)
+            except Exception as exc:
+                log.error("indexing messages for search failed: %r", exc)
 
     async def _write(self, batch: list[Pending]) -> None:
         try:
@@ -112,6 +172,8 @@ class MessageWriter:
                 created.append(message)
             if not pending.future.done():
                 pending.future.set_result((message, is_new))
+        if self._indexes:
+            self._unindexed += len(created)
         # Let the callers' callbacks (repeated-nonce acknowledgements) run before
         # the broadcast, so that each sender hears back in the order it sent.
         await asyncio.sleep(0)

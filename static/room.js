@@ -40,6 +40,8 @@ const UNAVAILABLE_RETRY_MS = [2000, 5000];
 const PAGE = 50;
 // Older messages load when the list is scrolled this close to its top.
 const OLDER_MARGIN_PX = 120;
+// How long after sending a message its author may edit it (`CHAT_EDIT_WINDOW_MINUTES`).
+const EDIT_WINDOW_MS = Number(document.body.dataset.editWindowMinutes) * 60000;
 // Messages loaded on each side of one opened from a link (`#msg-ID`, from search).
 const AROUND = 25;
 // The read marker follows what this page shows, at most this often.
@@ -143,7 +145,10 @@ function showMenu(li, m) {
     b.textContent = text;
     return b;
   };
-  if (m.user === me) panel.append(action("Edit", "edit"));
+  // The server refuses a late edit anyway; the menu does not offer one.
+  if (m.user === me && Date.now() - new Date(m.ts).getTime() < EDIT_WINDOW_MS) {
+    panel.append(action("Edit", "edit"));
+  }
   if (m.user === me || moderates()) panel.append(action("Delete", "delete"));
   const react = document.createElement("div");
   react.className = "react-choices";

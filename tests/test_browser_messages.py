@@ -180,12 +180,15 @@ def test_edit_and_delete_seen_live(server: Server, two: tuple[Person, Person]) -
         assert script_errors(person) == []
 
 
-def test_a_refused_edit_is_shown(make_server: Any, browser: Browser) -> None:
-    """An edit the server refuses (here: past `CHAT_EDIT_WINDOW_MINUTES`, 0) is not shown as
-    made: the page says why, and the message keeps its text."""
+def test_edit_offered_only_within_the_window(make_server: Any, browser: Browser) -> None:
+    """Past `CHAT_EDIT_WINDOW_MINUTES` (here 0) the menu offers no Edit, only Delete (the
+    control). A page whose clock runs an hour behind the server's still offers it; the
+    edit the server then refuses is not shown as made: the page says why, and the message
+    keeps its text."""
     srv = make_server(edit_window_minutes=0)
     person = Person(browser.new_context(), srv.url)
     try:
+        person.page.clock.install(time=time.time() - 3600)
         account = signed_in(person, srv, "late")
         room = a_room(srv, account)
         open_room(person.page, room)
@@ -200,6 +203,12 @@ def test_a_refused_edit_is_shown(make_server: Any, browser: Browser) -> None:
         person.page.keyboard.press("Escape")
         expect(mine.locator(".body")).to_have_text("too late to change")
         expect(mine.locator(".edited")).to_have_count(0)
+        # The page's clock right: the window is past, and the menu knows it.
+        person.page.clock.set_system_time(time.time())
+        mine.locator(".menu-button").click()
+        menu = mine.locator(".message-menu")
+        expect(menu.locator("button[data-action=delete]")).to_have_count(1)
+        expect(menu.locator("button[data-action=edit]")).to_have_count(0)
     finally:
         person.context.close()
 

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from alembic import command
 
-from chat import search
+from chat import search, writer
 from chat.db import alembic_config
 from tests.conftest import Account, Server, make_settings, run_sql, unique
 from tests.ws_helpers import post
@@ -312,6 +312,97 @@ def test_edits_and_deletions_through_the_api_keep_search_current(
     assert sorted(bodies(find(server, user, t))) == sorted([f"{t} {new}", f"{t} kept"])
 
 
+def sqlite_file(server: Server) -> str | None:
+    """The server's SQLite file; None on PostgreSQL (which indexes in the commit)."""
+    return None if server.settings.database_url else str(server.settings.data_dir / "chat.db")
+
+
+def indexed_up_to(server: Server, room: str) -> int | None:
+    """SQLite: the room's mark, every message up to it indexed; None on PostgreSQL."""
+    path = sqlite_file(server)
+    if path is None:
+        return None
+    with sqlite3.connect(path) as conn:
+        row = conn.execute(
+            "SELECT coalesce((SELECT seq FROM messages_fts_indexed WHERE room_id = r.id), 0) "
+            "FROM rooms AS r WHERE r.name = ?",
+            (room,),
+        ).fetchone()
+    return int(row[0])
+
+
+def check_index(server: Server) -> None:
+    """SQLite: the index agrees with its content view (fails on an entry left behind, or
+    a 'delete' of an entry never written). Only right after a search, which indexed
+    everything stored before it."""
+    path = sqlite_file(server)
+    if path is not None:
+        with sqlite3.connect(path) as conn:
+            conn.execute("INSERT INTO messages_fts (messages_fts) VALUES ('integrity-check')")
+
+
+@pytest.fixture
+def never_idle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shared server's writer (in this process) never finds itself idle long enough
+    to index on its own: only a search, or a backlog past its bound, has it index."""
+    monkeypatch.setattr(writer, "INDEX_IDLE_SECS", 3600.0)
+
+
+def test_a_search_right_after_posting_finds_it(
+    server: Server, user: Account, never_idle: None
+) -> None:
+    """A message acknowledged a moment ago is found by the very next search: on SQLite it
+    was not in the index yet (its room's mark is below it), and the search indexed it
+    first; on PostgreSQL its commit indexed it."""
+    room = server.create_room(user)
+    t = mark()
+    ids = [say(server, user, room, f"{t} fresh {i}") for i in range(3)]
+    before = indexed_up_to(server, room)
+    if before is not None:
+        assert before < ids[0]
+    assert bodies(find(server, user, f"{t} fresh")) == [f"{t} fresh {i}" for i in (2, 1, 0)]
+    after = indexed_up_to(server, room)
+    if after is not None:
+        assert after >= ids[-1]
+    check_index(server)
+
+
+def test_edits_and_deletions_before_indexing(
+    server: Server, user: Account, never_idle: None
+) -> None:
+    """Messages edited, deleted (through the API, and a row removed outright) before the
+    index holds them: found later by what they then hold only, and the index stays whole
+    (no 'delete' of an entry never written). Then the same once indexed (the control:
+    there the triggers do the work)."""
+    room = server.create_room(user)
+    t, old, new = mark(), mark(), mark()
+    edited = say(server, user, room, f"{t} {old}")
+    deleted = say(server, user, room, f"{t} doomed")
+    removed = say(server, user, room, f"{t} removed")
+    say(server, user, room, f"{t} kept")
+    marked = indexed_up_to(server, room)
+    if marked is not None:
+        assert marked < edited
+    base = f"/api/rooms/{room}/messages"
+    with httpx.Client(base_url=server.url, headers=user.headers, timeout=15) as http:
+        assert http.patch(f"{base}/{edited}", json={"body": f"{t} {new}"}).status_code == 200
+        assert http.delete(f"{base}/{deleted}").status_code == 204
+    run_sql(server, f"DELETE FROM messages WHERE {sql_message(room, removed)}")
+    assert find(server, user, old) == []
+    assert bodies(find(server, user, new)) == [f"{t} {new}"]
+    assert sorted(bodies(find(server, user, t))) == sorted([f"{t} {new}", f"{t} kept"])
+    check_index(server)
+    # Indexed now: an edit and a removal go through the triggers.
+    newer = mark()
+    with httpx.Client(base_url=server.url, headers=user.headers, timeout=15) as http:
+        assert http.patch(f"{base}/{edited}", json={"body": f"{t} {newer}"}).status_code == 200
+    kept = find(server, user, f"{t} kept")[0]["id"]
+    run_sql(server, f"DELETE FROM messages WHERE {sql_message(room, kept)}")
+    assert find(server, user, new) == []
+    assert bodies(find(server, user, t)) == [f"{t} {newer}"]
+    check_index(server)
+
+
 def test_author_filter(server: Server, user: Account) -> None:
     """`user=` keeps to one author (any case of the name); an unknown name finds nothing."""
     other = server.register()
@@ -444,3 +535,44 @@ def test_migration_indexes_stored_messages(
         # The index agrees with its content view.
         with sqlite3.connect(settings.data_dir / "chat.db") as conn:
             conn.execute("INSERT INTO messages_fts (messages_fts) VALUES ('integrity-check')")
+
+
+def test_migration_carries_the_index(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Migrating from 0012_search (every message indexed by its insert trigger) to
+    0013_search_index keeps that index: each room's mark is its last message, so the
+    messages are found without being indexed again, and an edit of one replaces its
+    entry (a mark below it would leave the old words found); a message posted after is
+    found too, and the index stays whole."""
+    settings = make_settings(tmp_path_factory.mktemp("before-search-index"))
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(command.upgrade, alembic_config(settings), "0012_search").result()
+    t, old, new = mark(), mark(), mark()
+    srv = Server(settings)
+    general = "(SELECT id FROM rooms WHERE name = 'general')"
+    for sql in [
+        "INSERT INTO users (username, username_key, password_hash, is_admin, token_key) "
+        "VALUES ('old', 'old', 'x', false, 'k')",
+        *(
+            "INSERT INTO messages (room_id, seq, user_id, body, ts, deleted) VALUES "
+            f"({general}, {seq}, (SELECT id FROM users WHERE username = 'old'), "
+            f"'{t} {body}', '2026-01-01 00:00:0{seq}', false)"
+            for seq, body in ((1, old), (2, "second"))
+        ),
+        f"UPDATE rooms SET last_seq = 2 WHERE id = {general}",
+    ]:
+        run_sql(srv, sql)
+    srv.start()
+    try:
+        if sqlite_file(srv) is not None:
+            assert indexed_up_to(srv, "general") == 2
+        run_sql(
+            srv, f"UPDATE messages SET body = '{t} {new}' WHERE room_id = {general} AND seq = 1"
+        )
+        reader = srv.register()
+        assert find(srv, reader, old) == []
+        assert bodies(find(srv, reader, new)) == [f"{t} {new}"]
+        say(srv, reader, "general", f"{t} third")
+        assert bodies(find(srv, reader, t)) == [f"{t} third", f"{t} second", f"{t} {new}"]
+        check_index(srv)
+    finally:
+        srv.stop()

@@ -3,14 +3,15 @@
 from typing import Annotated
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 
 from chat import events, search
 from chat.access import Action
 from chat.deps import CurrentUser, ServicesDep, SessionDep
+from chat.errors import StorageUnavailable
 from chat.fields import ROOM_NAME_PATTERN
-from chat.routes import UNAUTHORIZED
+from chat.routes import STORAGE_FAILED, UNAUTHORIZED
 from chat.routes.rooms import MAX_MESSAGE_ID, NOT_ALLOWED, NOT_FOUND, _refusals
 from chat.schemas import MessageOut, MessagesOut
 
@@ -34,6 +35,7 @@ def _refused(param: str, value: str | int, why: str) -> RequestValidationError:
         **UNAUTHORIZED,
         **NOT_ALLOWED,
         **NOT_FOUND,
+        **STORAGE_FAILED,
         422: {"description": "A query, cursor or limit that cannot be used"},
     },
 )
@@ -72,6 +74,12 @@ async def search_messages(
         raise _refused("before", before, "message ids are per room: give `room` with `before`")
     if cursor is not None and (room is not None or before is not None):
         raise _refused("cursor", cursor, "`cursor` pages across rooms: not with `room`")
+    # SQLite indexes new messages after their commit: every message acknowledged before
+    # this search must be in the index before `session` first reads it.
+    try:
+        await services.writer.index_current()
+    except StorageUnavailable as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
     room_id = None
     if room is not None:
         with _refusals():

@@ -1,7 +1,7 @@
 """Admin history: the alerts kept for `/admin`, and each node's per-minute figures.
 
 Revision ID: 0014_admin_history
-Revises: 0012_search
+Revises: 0013_search_index
 Create Date: 2026-12-01
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0014_admin_history"
-down_revision: str | None = "0012_search"
+down_revision: str | None = "0013_search_index"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
