@@ -31,108 +31,12 @@ import argparse
 import contextlib
 import json
 import sys
-from collections.abc import Callable
 from typing import Any
 
-from bench import attacks, scenarios, search
-from bench.common import (
-    RESULTS,
-    SUSTAINED_P99_MS,
-    chat_cluster,
-    is_sustained,
-    measure,
-    print_row,
-)
-from bench.servers import ChatCluster, raise_open_files_limit
-
-
-def with_cluster(processes: int, scaled: bool, body: Callable[[ChatCluster], None]) -> None:
-    with chat_cluster(processes, postgres=scaled, redis=scaled) as cluster:
-        body(cluster)
-
-
-CLUSTER_CONFIGS = [
-    ("1 process, SQLite, memory://", 1, False),
-    ("1 process, PostgreSQL, Redis", 1, True),
-    ("2 processes, PostgreSQL, Redis", 2, True),
-]
-
-
-def cluster_scenario(args: argparse.Namespace) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    members = args.members
-
-    for label, processes, scaled in CLUSTER_CONFIGS:
-
-        def steps(cluster: ChatCluster, label: str = label) -> None:
-            tokens = cluster.accounts(10)
-            for rate in args.rates:
-                room = cluster.create_room(tokens[0], tokens[1:])
-                job = {
-                    "urls": cluster.ws_urls,
-                    "tokens": tokens,
-                    "room": room,
-                    "members": members,
-                    "senders": 2,
-                    "rate": rate,
-                    "duration": args.duration,
-                }
-                row = {"config": label, "members": members, "rate": rate, **measure(cluster, job)}
-                rows.append(row)
-                print_row(row)
-
-        with_cluster(processes, scaled, steps)
-
-    def cross(cluster: ChatCluster) -> None:
-        tokens = cluster.accounts(10)
-        room = cluster.create_room(tokens[0], tokens[1:])
-        job = {
-            "urls": cluster.ws_urls[1:],
-            "sender_urls": cluster.ws_urls[:1],
-            "tokens": tokens,
-            "room": room,
-            "members": members,
-            "senders": 2,
-            "rate": args.rates[0],
-            "duration": args.duration,
-        }
-        row = {
-            "config": "cross-process: sender on 1, members on 2",
-            "members": members,
-            "rate": args.rates[0],
-            **measure(cluster, job),
-        }
-        rows.append(row)
-        print_row(row)
-
-    with_cluster(2, True, cross)
-    return rows
-
-
-def cluster_summary(rows: list[dict[str, Any]]) -> None:
-    summary: dict[str, float] = {}
-    for row in rows:
-        if is_sustained(row):
-            best = summary.get(row["config"])
-            if best is None or row["deliveries_per_sec"] > best:
-                summary[row["config"]] = row["deliveries_per_sec"]
-    print(f"\ncluster: sustained deliveries/s (no loss, p99 <= {SUSTAINED_P99_MS:.0f} ms)")
-    for config, value in summary.items():
-        print(f"  {config:<44} {value:>10,.0f}")
-
-
-def run_cluster(args: argparse.Namespace) -> list[dict[str, Any]]:
-    rows = cluster_scenario(args)
-    cluster_summary(rows)
-    return rows
-
-
-SCENARIOS: dict[str, Callable[[argparse.Namespace], list[dict[str, Any]]]] = {
-    "cluster": run_cluster,
-    **scenarios.SCENARIOS,
-    "search": search.search_scenario,
-    "attacks": attacks.attacks_scenario,
-}
+from bench import scenarios
+from bench.common import RESULTS, print_row
+from bench.scenarios import SCENARIOS
+from bench.servers import raise_open_files_limit
 
 
 def main() -> None:
@@ -160,8 +64,6 @@ def main() -> None:
         help="print every scenario's rows as one JSON object on stdout (the tables go to stderr)",
     )
     scenarios.add_arguments(parser)
-    search.add_arguments(parser)
-    attacks.add_arguments(parser)
     args = parser.parse_args()
     unknown = [name for name in args.scenarios if name not in SCENARIOS]
     if unknown:
@@ -175,7 +77,7 @@ def main() -> None:
         for name in args.scenarios or list(SCENARIOS):
             print(f"\n== {name} ==", flush=True)
             print_row.headed = False  # type: ignore[attr-defined]
-            rows = results[name] = SCENARIOS[name](args)
+            rows = results[name] = SCENARIOS[name].run(args)
             (RESULTS / f"{name}.json").write_text(json.dumps(rows, indent=2))
     if args.json:
         print(json.dumps(results, indent=2))

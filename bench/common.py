@@ -40,6 +40,11 @@ class Server(Protocol):
     def pids(self) -> list[int]: ...
 
 
+def int_list(text: str) -> list[int]:
+    """An option's comma-separated numbers."""
+    return [int(x) for x in text.split(",")]
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")

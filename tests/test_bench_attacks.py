@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from bench import attackers, attacks
+from bench import attackers
+from bench.scenarios import attacks
 
 
 def row(**changes: Any) -> dict[str, Any]:
