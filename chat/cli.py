@@ -10,9 +10,11 @@ from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chat import accounts, backup, prometheus, wsprotocol
-from chat.broker import check_broker
+from chat.alerts import Alerts
+from chat.broker import check_broker, create_broker
 from chat.db import create_engine, migrate, session_factory
 from chat.errors import UsernameTaken
 from chat.fields import USERNAME_RULE, is_valid_username, password_problem
@@ -151,11 +153,13 @@ def create_user(args: argparse.Namespace) -> None:
         engine = create_engine(settings)
         hasher = PasswordHasher(1, 1)
         try:
-            async with session_factory(engine)() as session:
+            sessions = session_factory(engine)
+            async with sessions() as session:
                 user = await accounts.register(
                     session, args.username, password, hasher, admin=args.admin
                 )
-                return user.is_admin
+            await _alert_registered(settings, sessions, args.username)
+            return user.is_admin
         finally:
             hasher.close()
             await engine.dispose()
@@ -168,6 +172,31 @@ def create_user(args: argparse.Namespace) -> None:
         ) from None
     # The first account of a database is its admin, --admin or not.
     print(f"{args.username} created{' as admin' if is_admin else ''}")
+
+
+async def _alert_registered(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], username: str
+) -> None:
+    """Admins hear of an account made here as of one made by registering: the alert is
+    stored, and pushed live to the servers' admin views when they share a broker."""
+    broker = create_broker(settings.broker_url, settings.redis_namespace)
+    try:
+        await broker.connect(lambda events: None, lambda control: None, lambda: None)
+    except (SettingsError, TimeoutError) as exc:
+        # The account exists; only the live push is lost, the stored alert is not.
+        print(f"warning: the admins' views not told at once: {exc}", file=sys.stderr)
+        broker = create_broker("memory://", settings.redis_namespace)
+        await broker.connect(lambda events: None, lambda control: None, lambda: None)
+    try:
+
+        async def writable() -> bool:
+            return True
+
+        alerts = Alerts(sessions, broker.publish_control, writable, settings.alert_window_secs)
+        await alerts.raise_now("user_registered", f"{username} created (command line)")
+        await alerts.stop()
+    finally:
+        await broker.disconnect()
 
 
 def backup_command(args: argparse.Namespace) -> None:

@@ -239,5 +239,10 @@ def test_create_user_on_a_closed_server(tmp_path: Path) -> None:
                 assert http.get("/api/admin/active-users", headers=headers).status_code == (
                     admin_status
                 )
+                if username == first:
+                    alerts = http.get("/api/admin/alerts", headers=headers).json()["alerts"]
     finally:
         srv.stop()
+    # An admin sees the accounts the command made among the alerts, as registrations.
+    made = [a["detail"] for a in alerts if a["kind"] == "user_registered"]
+    assert made == [f"{name} created (command line)" for name in (boss, member, first)]
