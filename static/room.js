@@ -412,6 +412,8 @@ function shutOut(text) {
   // Who is here is no longer ours to know.
   users.replaceChildren();
   end();
+  // Nor is the room the sidebar's to list.
+  document.dispatchEvent(new CustomEvent("chat:frame", { detail: { type: "shut_out", room } }));
 }
 
 // The close reason says why: "removed from the room", "banned from the room", ...

@@ -166,6 +166,9 @@ function onFrame(frame) {
     case "read":
       if (entries(frame.room).length) readRoom(frame.room, false);
       break;
+    case "shut_out":  // the room page's socket was refused for good (removed, banned)
+      removeEntries(frame.room, false);
+      break;
   }
 }
 

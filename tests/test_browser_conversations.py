@@ -193,6 +193,8 @@ def test_kicked_member_is_told_and_stays_away(server: Server, open_people: list[
     open_room(bob, name)
     open_room(alice, name)
     assert len(opened) == 1
+    in_sidebar = bob.page.locator(f'#sidebar li[data-room="{name}"]')
+    expect(in_sidebar).to_have_count(1)
     bob_item = member(alice.page, bob_account.username)
     bob_item.locator("button[data-action=kick]").click()
     started = time.monotonic()
@@ -200,6 +202,8 @@ def test_kicked_member_is_told_and_stays_away(server: Server, open_people: list[
     expect(notice).to_have_text("You were removed from this room.", timeout=REMOVAL_SHOWN_MS)
     assert time.monotonic() - started < REMOVAL_SHOWN_MS / 1000
     expect(bob.page.locator("#body")).to_be_disabled()
+    # Nor does his sidebar list the room any more.
+    expect(in_sidebar).to_have_count(0)
     expect(bob_item).to_have_count(0)
     with pytest.raises(PlaywrightTimeoutError), bob.page.expect_websocket(timeout=QUIET_MS):
         pass
