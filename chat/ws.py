@@ -285,6 +285,8 @@ async def _history(
 class _Strikes:
     """Error frames within a sliding window; too many and the socket is abusive."""
 
+    __slots__ = ("_limit", "_times", "_window_secs")
+
     def __init__(self, limit: int, window_secs: float) -> None:
         self._limit = limit
         self._window_secs = window_secs
@@ -329,6 +331,8 @@ def _send_error(connection: Connection, error: ErrorFrame) -> None:
 
 
 class _TypingThrottle:
+    __slots__ = ("_last",)
+
     def __init__(self) -> None:
         self._last = 0.0
 
@@ -581,7 +585,7 @@ async def _drain(websocket: WebSocket) -> None:
 
 
 # Plain Starlette routes, dispatched by `chat.app.SocketRoutes` ahead of the HTTP
-# middleware and FastAPI's per-request machinery: a socket holds its whole call
+# middleware and FastAPI's own: a socket holds its whole call
 # chain for as long as it is open, so each layer costs memory per socket.
 routes = [
     WebSocketRoute("/ws/rooms/{name}", room_socket),
