@@ -240,7 +240,10 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
         had_timer = self.close_timer is not None
         await super().send(message)
         if self.handshake_complete and self.response is not None:
-            # Answered: the handshake's request and response (headers and all) are done with.
+            # Answered: the handshake's request and response are done with. The request's
+            # headers are emptied too: the parser (a generator) keeps the request as a local
+            # for as long as the socket is open.
+            self.request.headers.clear()
             self.request = self.response = None  # type: ignore[assignment]
         if self.close_timer is not None and not had_timer:
             self.close_timer.cancel()
