@@ -458,6 +458,8 @@ async def admin_stats(cluster: ChatCluster, admin_token: str) -> dict[str, Any]:
         f"{cluster.ws_urls[0]}/ws/admin",
         additional_headers={"Authorization": f"Bearer {admin_token}"},
         compression=None,
+        # A server holding 20,000 sockets may take a while to answer one more.
+        open_timeout=60,
     ) as ws:
         while True:
             frame = orjson.loads(await ws.recv())
