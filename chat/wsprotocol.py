@@ -120,7 +120,13 @@ class Inbox(_Waitable, Generic[T]):
 
     async def get(self) -> T:
         while not self._items:
-            await self._next_wakeup()
+            try:
+                await self._next_wakeup()
+            except BaseException:
+                # Cancelled, perhaps after being woken for an item: another getter takes it.
+                if self._items:
+                    self._wake(everyone=False)
+                raise
         item = self._items.pop(0)
         if self._items:
             # Another getter may have been woken for an item this one took.
