@@ -122,7 +122,8 @@ class Target:
         )
         if self.welcome:
             welcome = orjson.loads(await ws.recv())
-            assert welcome["type"] == "welcome", welcome
+            # A room's welcome, or the `ready` of /ws/me.
+            assert welcome["type"] in ("welcome", "ready"), welcome
         return ws
 
     async def open_many(self, count: int, first: int = 0) -> list[ClientConnection]:

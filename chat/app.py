@@ -1,5 +1,6 @@
 """The ASGI application: routes, pages, middleware and the lifespan of the services."""
 
+import functools
 import gc
 import json
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -66,9 +67,8 @@ class SecurityHeaders:
 
 
 class SocketRoutes:
-    """Sends each WebSocket straight to its endpoint (`chat.ws.routes`), past the HTTP
-    middleware and FastAPI's per-request machinery, which a socket would hold for its
-    whole life. Keeps the server's own `send` in the scope, so that the hub can write
+    """Sends each WebSocket straight to its endpoint (`chat.ws.routes`), and anything else
+    to `app`. Keeps the server's own `send` in the scope, so that the hub can write
     pre-encoded frames straight to the socket."""
 
     def __init__(self, app: ASGIApp, routes: list[WebSocketRoute]) -> None:
@@ -85,6 +85,23 @@ class SocketRoutes:
                     await route.endpoint(WebSocket(scope, receive=receive, send=send))
                     return
         await self.app(scope, receive, send)
+
+
+class ChatApp(FastAPI):
+    """FastAPI, with WebSockets dispatched by `SocketRoutes` ahead of everything else: the
+    HTTP middleware, FastAPI's own (telemetry, body limit) and Starlette's error handler
+    would each keep a coroutine frame for the whole life of every socket, and a server
+    holds tens of thousands of idle ones."""
+
+    socket_routes: SocketRoutes | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and self.socket_routes is not None:
+            # As Starlette would: endpoints find the services through the app.
+            scope["app"] = self
+            await self.socket_routes(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 class BodyLimit:
@@ -192,7 +209,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             gc.unfreeze()
             await services.stop()
 
-    app = FastAPI(
+    app = ChatApp(
         title="chat",
         summary="Authenticated multi-room chat: REST API. Live chat is at /ws/rooms/{name}.",
         version="1",
@@ -212,8 +229,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=settings.http_max_body_bytes)
     app.add_middleware(CookieRenewal)
     app.add_middleware(HttpMetrics, metrics=services.metrics)
-    # Outermost of these: it must see the server's own send.
-    app.add_middleware(SocketRoutes, routes=ws.routes)
+    # A socket no route takes goes through the app as any request (to its 403).
+    app.socket_routes = SocketRoutes(functools.partial(FastAPI.__call__, app), ws.routes)
     for router in (
         auth.router,
         me.router,

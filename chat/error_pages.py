@@ -14,7 +14,7 @@ from chat.pages import error_page
 
 # The paths that answer JSON whatever the client accepts.
 JSON_PREFIXES = ("/api/", "/ws/")
-JSON_PATHS = frozenset({"/openapi.json", "/healthz"})
+JSON_PATHS = frozenset({"/openapi.json", "/healthz", "/metrics"})
 
 # What each status means to a person; a status not listed gets its reason phrase only.
 EXPLANATIONS = {

@@ -130,6 +130,16 @@ def _expire(expires_at: float, kick: Callable[[int, str], None]) -> asyncio.Time
     )
 
 
+def _forget_headers(websocket: WebSocket) -> None:
+    """Let go of the handshake's headers once a room or `/ws/me` socket is admitted: nothing
+    reads them later, and a server of many idle sockets would keep them all (a kilobyte and
+    more each, the token among them) for as long as the sockets are open."""
+    headers = websocket.scope.get("headers")
+    if isinstance(headers, list):
+        # In place: Starlette's cached `websocket.headers` holds this same list.
+        headers.clear()
+
+
 async def _close(websocket: WebSocket, code: int, reason: str) -> None:
     # Suppressed: the peer may have closed first.
     with contextlib.suppress(RuntimeError, WebSocketDisconnect, OSError):
@@ -186,6 +196,7 @@ async def room_socket(websocket: WebSocket) -> None:
     member = Author(user.id, user.username, user.username_key)
     expires_at = _expires_at(found)
     del user, found
+    _forget_headers(websocket)
     await _serve(connection, member, room_id, since, admitted_at, expires_at, services)
 
 
@@ -285,6 +296,8 @@ async def _history(
 class _Strikes:
     """Error frames within a sliding window; too many and the socket is abusive."""
 
+    __slots__ = ("_limit", "_times", "_window_secs")
+
     def __init__(self, limit: int, window_secs: float) -> None:
         self._limit = limit
         self._window_secs = window_secs
@@ -337,6 +350,8 @@ def _send_error(connection: Connection, error: ErrorFrame) -> None:
 
 
 class _TypingThrottle:
+    __slots__ = ("_last",)
+
     def __init__(self) -> None:
         self._last = 0.0
 
@@ -466,6 +481,7 @@ async def me_socket(websocket: WebSocket) -> None:
     connection.user_id, connection.token_key = user.id, found.claims.token_key
     expires_at = _expires_at(found)
     del user, found
+    _forget_headers(websocket)
     services.me.add(connection)
     if services.deactivated_since(connection.user_id, admitted_at):
         services.me.remove(connection)
@@ -606,7 +622,7 @@ async def _drain(websocket: WebSocket) -> None:
 
 
 # Plain Starlette routes, dispatched by `chat.app.SocketRoutes` ahead of the HTTP
-# middleware and FastAPI's per-request machinery: a socket holds its whole call
+# middleware and FastAPI's own: a socket holds its whole call
 # chain for as long as it is open, so each layer costs memory per socket.
 routes = [
     WebSocketRoute("/ws/rooms/{name}", room_socket),

@@ -13,6 +13,12 @@ MiB. Here, per socket:
 - a close waits CLOSE_WAIT_SECS at most for the client's echo or for the buffer to
   drain, then the connection is aborted.
 
+And it holds less per socket, which a server of tens of thousands of idle sockets pays
+for each: the handshake's request and response (their headers) go once the socket is
+open, and the queue of received frames and the writable flag are plain lists and one
+future at most, not an `asyncio.Queue` and an `asyncio.Event` (five deques, 760 bytes
+each, empty).
+
 Like `chat.transport`, this leans on uvicorn's internals (checked against 0.54.0).
 The limits come from the settings by way of the lifespan's state (`limits_state`).
 """
@@ -20,7 +26,7 @@ The limits come from the settings by way of the lifespan's state (`limits_state`
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from uvicorn.config import Config
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -66,6 +72,97 @@ def limits_state(settings: Settings) -> dict[str, Any]:
 
 _DEFAULT_LIMITS = SocketLimits.from_settings(Settings.model_construct())
 
+T = TypeVar("T")
+
+
+class _Waitable:
+    """Futures of the tasks waiting on this; no list at all while none is."""
+
+    __slots__ = ("_waiters",)
+
+    def __init__(self) -> None:
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    async def _next_wakeup(self) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        waiters = self._waiters
+        waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            waiters.remove(waiter)
+            if not waiters and self._waiters is waiters:
+                self._waiters = None
+
+    def _wake(self, everyone: bool) -> None:
+        for waiter in self._waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+                if not everyone:
+                    return
+
+
+class Inbox(_Waitable, Generic[T]):
+    """What uvicorn's protocol uses of an `asyncio.Queue` (unbounded): `put_nowait`, `get`,
+    `empty`, without the queue's three deques and its event."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._items: list[T] = []
+
+    def put_nowait(self, item: T) -> None:
+        self._items.append(item)
+        self._wake(everyone=False)
+
+    async def get(self) -> T:
+        while not self._items:
+            try:
+                await self._next_wakeup()
+            except BaseException:
+                # Cancelled, perhaps after being woken for an item: another getter takes it.
+                if self._items:
+                    self._wake(everyone=False)
+                raise
+        item = self._items.pop(0)
+        if self._items:
+            # Another getter may have been woken for an item this one took.
+            self._wake(everyone=False)
+        return item
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+
+class Flag(_Waitable):
+    """What uvicorn's protocol uses of an `asyncio.Event`, without its deque."""
+
+    __slots__ = ("_set",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        self._wake(everyone=True)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> None:
+        while not self._set:
+            await self._next_wakeup()
+
 
 class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(
@@ -76,6 +173,8 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
+        self.queue = Inbox()  # type: ignore[assignment]
+        self.writable = Flag()  # type: ignore[assignment]
         self.limits: SocketLimits = app_state.get(_LIMITS_KEY, _DEFAULT_LIMITS)
         self.frame_tokens = self.limits.frames_burst
         self.frames_counted_at = self.loop.time()
@@ -146,6 +245,12 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
     async def send(self, message: Any) -> None:
         had_timer = self.close_timer is not None
         await super().send(message)
+        if self.handshake_complete and self.response is not None:
+            # Answered: the handshake's request and response are done with. The request's
+            # headers are emptied too: the parser (a generator) keeps the request as a local
+            # for as long as the socket is open.
+            self.request.headers.clear()
+            self.request = self.response = None  # type: ignore[assignment]
         if self.close_timer is not None and not had_timer:
             self.close_timer.cancel()
             self._start_close_timer()

@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import itertools
 import json
 import select
 import subprocess
@@ -22,6 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int_list,
         default=[1000, 5000, 10_000],
         help="idle: connections, comma-separated",
+    )
+    parser.add_argument(
+        "--idle-kind",
+        choices=["room", "me", "both"],
+        default="room",
+        help="idle: sockets held, each in a room (/ws/rooms/NAME) or a tab's /ws/me",
     )
 
 
@@ -44,6 +51,8 @@ async def admin_stats(cluster: ChatCluster, admin_token: str) -> dict[str, Any]:
         f"{cluster.ws_urls[0]}/ws/admin",
         additional_headers={"Authorization": f"Bearer {admin_token}"},
         compression=None,
+        # A server holding 20,000 sockets may take a while to answer one more.
+        open_timeout=60,
     ) as ws:
         while True:
             frame = orjson.loads(await ws.recv())
@@ -51,10 +60,39 @@ async def admin_stats(cluster: ChatCluster, admin_token: str) -> dict[str, Any]:
                 return frame
 
 
+IDLE_PATHS = {"room": "/ws/rooms/{room}", "me": "/ws/me"}
+# Sockets per load generator process: each process has its own open files limit.
+HOLD_PER_PROCESS = 10_000
+
+
+def hold_processes(job: dict[str, Any]) -> list[subprocess.Popen[bytes]]:
+    """Load generators holding `job["members"]` sockets between them, each told its share."""
+    procs = []
+    total = job["members"]
+    for start in range(0, total, HOLD_PER_PROCESS):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.loadgen"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        procs.append(proc)
+        assert proc.stdin is not None
+        share = {**job, "members": min(HOLD_PER_PROCESS, total - start)}
+        proc.stdin.write(json.dumps(share).encode() + b"\n")
+        proc.stdin.flush()
+    return procs
+
+
 def idle_scenario(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    for count in args.idle_counts:
-        row: dict[str, Any] = {"config": "product (1 process, SQLite)", "connections": count}
+    kinds = ["room", "me"] if args.idle_kind == "both" else [args.idle_kind]
+    for kind, count in itertools.product(kinds, args.idle_counts):
+        row: dict[str, Any] = {
+            "config": "product (1 process, SQLite)",
+            "kind": kind,
+            "connections": count,
+        }
         try:
             with chat_cluster() as cluster:
                 tokens = cluster.accounts(10)  # The first one is the admin.
@@ -67,51 +105,56 @@ def idle_scenario(args: argparse.Namespace) -> list[dict[str, Any]]:
                     "urls": cluster.ws_urls,
                     "tokens": tokens,
                     "room": room,
+                    "path_template": IDLE_PATHS[kind],
                     "members": count,
                     "local_addrs": SOURCE_ADDRS,
                 }
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "bench.loadgen"],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.DEVNULL,
-                )
+                procs = hold_processes(job)
                 try:
-                    assert proc.stdin is not None
-                    proc.stdin.write(json.dumps(job).encode() + b"\n")
-                    proc.stdin.flush()
-                    ready = read_line(proc, HOLD_TIMEOUT_SECS)
+                    readies = [read_line(proc, HOLD_TIMEOUT_SECS) for proc in procs]
                     time.sleep(2)  # Let the server finish what the connects started.
                     after = rss_bytes(pid)
                     stats = asyncio.run(admin_stats(cluster, tokens[0]))
-                    proc.stdin.write(b"\n")
-                    proc.stdin.flush()
-                    released = read_line(proc, 60)
+                    for proc in procs:
+                        assert proc.stdin is not None
+                        proc.stdin.write(b"\n")
+                        proc.stdin.flush()
+                    released = [read_line(proc, 60) for proc in procs]
                 finally:
-                    if proc.poll() is None:
-                        proc.kill()
-                    proc.wait()
+                    for proc in procs:
+                        if proc.poll() is None:
+                            proc.kill()
+                        proc.wait()
+            opened = sum(ready["opened"] for ready in readies)
+            errors: dict[str, int] = {}
+            for ready in readies:
+                for error, times in ready["errors"].items():
+                    errors[error] = errors.get(error, 0) + times
+            open_at_release = sum(r["open_at_release"] for r in released)
             row.update(
-                opened=ready["opened"],
-                failed=ready["failed"],
-                errors=ready["errors"],
-                connect_secs=ready["connect_secs"],
+                opened=opened,
+                failed=sum(ready["failed"] for ready in readies),
+                errors=errors,
+                connect_secs=max(ready["connect_secs"] for ready in readies),
                 server_connections=stats.get("connections"),
-                open_at_release=released["open_at_release"],
+                open_at_release=open_at_release,
                 rss_before_mib=before / 2**20,
                 rss_after_mib=after / 2**20,
-                kib_per_connection=(after - before) / max(ready["opened"], 1) / 1024,
-                held=released["open_at_release"] == count,
+                kib_per_connection=(after - before) / max(opened, 1) / 1024,
+                held=open_at_release == count,
             )
         except STEP_ERRORS as exc:
             row["error"] = str(exc)
         rows.append(row)
         if "error" in row:
-            print(f"{count} connections: ERROR {row['error']}", flush=True)
+            print(f"{kind} {count} connections: ERROR {row['error']}", flush=True)
+        elif row["errors"]:
+            print(f"{kind} {count} connections: {row['errors']}", flush=True)
     print("\nidle: server RSS per authenticated idle connection")
     print_table(
         [
             ("config", "config", ""),
+            ("socket", "kind", ""),
             ("connections", "connections", ","),
             ("opened", "opened", ","),
             ("server count", "server_connections", ","),
