@@ -153,7 +153,7 @@ class Services:
             self.register_global_limiter = SharedRateLimiter(
                 client, s.register_global_burst, per_hour[1], f"{namespace}:register-all"
             )
-        self.hasher = PasswordHasher(HASHING_THREADS, s.hash_queue_max)
+        self.hasher = PasswordHasher(HASHING_THREADS, s.hash_queue_max, s.password_hash_memory_kib)
         self.writer = MessageWriter(self.transactions, self._publish_messages)
         self.last_seen = LastSeen(self.sessions)
         self.hub = Hub(self._messages_after)

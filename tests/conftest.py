@@ -1,12 +1,17 @@
 """Real servers on ephemeral ports, and factories for users and rooms."""
 
 import asyncio
+import atexit
+import contextlib
+import functools
 import itertools
 import json
 import os
 import secrets
+import shutil
 import socket
 import sqlite3
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +31,7 @@ from chat.app import create_app
 from chat.cli import uvicorn_options
 from chat.db import migrate
 from chat.logs import log_config
-from chat.security import SESSION_CLAIM, TOKEN_KEY_CLAIM
+from chat.security import ARGON2_MEMORY_KIB, SESSION_CLAIM, TOKEN_KEY_CLAIM
 from chat.settings import Settings
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -35,6 +40,11 @@ TEST_DATABASE = os.environ.get("CHAT_TEST_DATABASE", "sqlite")
 POSTGRES_URL = os.environ.get("CHAT_TEST_POSTGRES_URL", "postgresql://root@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("CHAT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PASSWORD = "correct horse battery"
+# Test servers hash passwords with argon2 at this memory cost (KiB) instead of the
+# product's ARGON2_MEMORY_KIB: well under a millisecond a hash instead of ~65 ms, over the
+# thousands of accounts the suite registers and signs in. The tests about hashing itself
+# (its cost to the event loop, the hashing queue, renewing old hashes) use the product's.
+TEST_HASH_MEMORY_KIB = 64
 _names = itertools.count(1)
 
 
@@ -85,6 +95,8 @@ class Server:
     admin: Account | None = None
     # Replaces uvicorn's WebSocket protocol (the product's is `chat.wsprotocol.PROTOCOL`).
     ws_protocol: str | None = None
+    # False: an untouched database is migrated step by step, not copied from a migrated one.
+    copy_migrated: bool = True
     _clients: list[httpx.Client] = field(default_factory=list)
 
     @property
@@ -99,6 +111,8 @@ class Server:
         # In a thread of its own: migrations run their own event loop, and the caller
         # may be inside one (Playwright's sync API keeps one in the main thread).
         with ThreadPoolExecutor(1) as pool:
+            if self.copy_migrated:
+                pool.submit(start_from_migrated, self.settings).result()
             pool.submit(migrate, self.settings).result()
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
@@ -237,6 +251,66 @@ def drop_postgres_database(url: str) -> None:
     _run_async(drop())
 
 
+@functools.cache
+def migrated_sqlite_file() -> Path:
+    """A SQLite database migrated once per test run, for servers to start from a copy."""
+    data_dir = Path(tempfile.mkdtemp(prefix="chat-migrated-"))
+    atexit.register(shutil.rmtree, data_dir, True)
+    settings = Settings(data_dir=data_dir, secret_key=secrets.token_urlsafe(48))
+    migrate(settings)
+    return data_dir / "chat.db"
+
+
+@functools.cache
+def migrated_postgres_database() -> str:
+    """A PostgreSQL database migrated once per test run (nothing stays connected to it), for
+    servers' databases to be created from as a template."""
+    url = new_postgres_database()
+    atexit.register(drop_postgres_database, url)
+    migrate(Settings(data_dir=Path(tempfile.gettempdir()), database_url=url, secret_key="x" * 48))
+    return url
+
+
+def start_from_migrated(settings: Settings) -> None:
+    """Make an untouched database a copy of one migrated once, which takes a fraction of the
+    migrations' time; the server's own `migrate` then finds nothing to do. A database with
+    anything in it (one a test migrated to an older revision) is left as it is."""
+    if not settings.database_url:
+        path = settings.data_dir / "chat.db"
+        if path.exists():
+            return
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        with contextlib.closing(sqlite3.connect(migrated_sqlite_file())) as source:
+            # Created as the product creates it: readable by this user only.
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            with contextlib.closing(sqlite3.connect(path)) as copy:
+                source.backup(copy)
+        return
+    if not settings.database_url.startswith(POSTGRES_URL.rsplit("/", 1)[0] + "/chat_test_"):
+        return
+    name = settings.database_url.rsplit("/", 1)[1]
+    template = migrated_postgres_database().rsplit("/", 1)[1]
+
+    async def recreate() -> None:
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            tables = await conn.fetchval(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+            )
+        finally:
+            await conn.close()
+        if tables:
+            return
+        conn = await asyncpg.connect(POSTGRES_URL)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(recreate())
+
+
 def run_sql(server: "Server", sql: str) -> None:
     """Run one statement on a server's database behind its back, as an operator would."""
     url = server.settings.database_url
@@ -268,6 +342,7 @@ def make_settings(tmp: Path, **overrides: Any) -> Settings:
         # tests the limits with its own.
         "rooms_per_user": 100_000,
         "room_create_burst": 100_000,
+        "password_hash_memory_kib": TEST_HASH_MEMORY_KIB,
     }
     if TEST_DATABASE == "postgresql" and "database_url" not in overrides:
         values["database_url"] = new_postgres_database()
@@ -286,13 +361,29 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv.stop()
 
 
+@pytest.fixture(scope="session")
+def product_hashing_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server for the tests about password hashing: argon2 at the product's cost."""
+    srv = Server(
+        make_settings(tmp_path_factory.mktemp("server"), password_hash_memory_kib=ARGON2_MEMORY_KIB)
+    )
+    srv.start()
+    srv.admin = srv.register(unique("admin"))
+    yield srv
+    srv.stop()
+
+
 @pytest.fixture
 def make_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Server]]:
-    """Start a server of its own with some settings changed."""
+    """Start a server of its own with some settings changed; `copy_migrated=False` has its
+    database migrated step by step instead of copied from a migrated one."""
     started: list[Server] = []
 
-    def start(**overrides: Any) -> Server:
-        srv = Server(make_settings(tmp_path_factory.mktemp("server"), **overrides))
+    def start(*, copy_migrated: bool = True, **overrides: Any) -> Server:
+        srv = Server(
+            make_settings(tmp_path_factory.mktemp("server"), **overrides),
+            copy_migrated=copy_migrated,
+        )
         srv.start()
         srv.admin = srv.register(unique("admin"))
         started.append(srv)

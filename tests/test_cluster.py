@@ -26,6 +26,7 @@ from websockets.sync.client import ClientConnection, connect
 from tests.conftest import (
     PASSWORD,
     REDIS_URL,
+    TEST_HASH_MEMORY_KIB,
     Account,
     drop_postgres_database,
     need,
@@ -261,6 +262,7 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
             "CHAT_BROKER_URL": broker_url,
             "CHAT_SECRET_KEY": secrets.token_urlsafe(48),
             "CHAT_REDIS_NAMESPACE": cluster.namespace,
+            "CHAT_PASSWORD_HASH_MEMORY_KIB": str(TEST_HASH_MEMORY_KIB),
             **UNLIMITED,
             **settings,
         }
