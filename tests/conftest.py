@@ -1,7 +1,6 @@
 """Real servers on ephemeral ports, and factories for users and rooms."""
 
 import asyncio
-import atexit
 import contextlib
 import functools
 import itertools
@@ -111,9 +110,9 @@ class Server:
         # In a thread of its own: migrations run their own event loop, and the caller
         # may be inside one (Playwright's sync API keeps one in the main thread).
         with ThreadPoolExecutor(1) as pool:
-            if self.copy_migrated:
-                pool.submit(start_from_migrated, self.settings).result()
-            pool.submit(migrate, self.settings).result()
+            copied = self.copy_migrated and pool.submit(start_from_migrated, self.settings).result()
+            if not copied:
+                pool.submit(migrate, self.settings).result()
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
@@ -255,7 +254,6 @@ def drop_postgres_database(url: str) -> None:
 def migrated_sqlite_file() -> Path:
     """A SQLite database migrated once per test run, for servers to start from a copy."""
     data_dir = Path(tempfile.mkdtemp(prefix="chat-migrated-"))
-    atexit.register(shutil.rmtree, data_dir, True)
     settings = Settings(data_dir=data_dir, secret_key=secrets.token_urlsafe(48))
     migrate(settings)
     return data_dir / "chat.db"
@@ -266,32 +264,38 @@ def migrated_postgres_database() -> str:
     """A PostgreSQL database migrated once per test run (nothing stays connected to it), for
     servers' databases to be created from as a template."""
     url = new_postgres_database()
-    atexit.register(drop_postgres_database, url)
     migrate(Settings(data_dir=Path(tempfile.gettempdir()), database_url=url, secret_key="x" * 48))
     return url
 
 
-def start_from_migrated(settings: Settings) -> None:
+def pytest_sessionfinish() -> None:
+    if migrated_sqlite_file.cache_info().currsize:
+        shutil.rmtree(migrated_sqlite_file().parent, ignore_errors=True)
+    if migrated_postgres_database.cache_info().currsize:
+        drop_postgres_database(migrated_postgres_database())
+
+
+def start_from_migrated(settings: Settings) -> bool:
     """Make an untouched database a copy of one migrated once, which takes a fraction of the
-    migrations' time; the server's own `migrate` then finds nothing to do. A database with
-    anything in it (one a test migrated to an older revision) is left as it is."""
+    migrations' time; whether it did. A database with anything in it (one a test migrated
+    to an older revision) is left to the migrations."""
     if not settings.database_url:
         path = settings.data_dir / "chat.db"
         if path.exists():
-            return
+            return False
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         with contextlib.closing(sqlite3.connect(migrated_sqlite_file())) as source:
             # Created as the product creates it: readable by this user only.
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             with contextlib.closing(sqlite3.connect(path)) as copy:
                 source.backup(copy)
-        return
+        return True
     if not settings.database_url.startswith(POSTGRES_URL.rsplit("/", 1)[0] + "/chat_test_"):
-        return
+        return False
     name = settings.database_url.rsplit("/", 1)[1]
     template = migrated_postgres_database().rsplit("/", 1)[1]
 
-    async def recreate() -> None:
+    async def recreate() -> bool:
         conn = await asyncpg.connect(settings.database_url)
         try:
             tables = await conn.fetchval(
@@ -300,15 +304,17 @@ def start_from_migrated(settings: Settings) -> None:
         finally:
             await conn.close()
         if tables:
-            return
+            return False
         conn = await asyncpg.connect(POSTGRES_URL)
         try:
             await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
         finally:
             await conn.close()
+        return True
 
-    asyncio.run(recreate())
+    copied: bool = asyncio.run(recreate())
+    return copied
 
 
 def run_sql(server: "Server", sql: str) -> None:
