@@ -56,6 +56,53 @@ def need(available: bool, what: str) -> None:
     pytest.skip(f"{what} is not available")
 
 
+class SharedChromium:
+    """One Chromium for the browser tests that run one after another, instead of a launch per
+    module. Playwright's sync API holds the main thread's event loop while it runs, and other
+    tests call `asyncio.run` there: it is stopped after a test once nobody holds it and the
+    next test's module has no `browser` fixture (see `pytest_runtest_teardown`)."""
+
+    def __init__(self) -> None:
+        self._playwright: Any = None
+        self._browser: Any = None
+        self._users = 0
+
+    @contextlib.contextmanager
+    def use(self, executable: str, args: list[str]) -> Iterator[Any]:
+        if self._browser is None:
+            from playwright.sync_api import sync_playwright
+
+            self._playwright = sync_playwright().start()
+            self._browser = self._playwright.chromium.launch(executable_path=executable, args=args)
+        self._users += 1
+        try:
+            yield self._browser
+        finally:
+            self._users -= 1
+
+    def stop_unless_held(self) -> None:
+        if self._users:
+            return
+        browser, playwright = self._browser, self._playwright
+        self._browser = self._playwright = None
+        try:
+            if browser is not None:
+                browser.close()
+        finally:
+            if playwright is not None:
+                playwright.stop()
+
+
+shared_chromium = SharedChromium()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    # After the default teardown, so that the module's contexts and pages are closed first.
+    if nextitem is None or not hasattr(getattr(nextitem, "module", None), "browser"):
+        shared_chromium.stop_unless_held()
+
+
 def unique(prefix: str = "u") -> str:
     return f"{prefix}{next(_names)}{secrets.token_hex(2)}"
 
