@@ -268,15 +268,17 @@ def _run_async(coroutine: Any) -> Any:
         return pool.submit(asyncio.run, coroutine).result()
 
 
-def new_postgres_database() -> str:
-    """A fresh, empty PostgreSQL database; its URL."""
+def new_postgres_database(migrated: bool = False) -> str:
+    """A fresh PostgreSQL database, empty or (`migrated`) a copy of one migrated once per
+    run; its URL."""
     need(postgres_available(), "PostgreSQL at 127.0.0.1:5432")
     name = f"chat_test_{secrets.token_hex(6)}"
+    template = f' TEMPLATE "{migrated_postgres_database().rsplit("/", 1)[1]}"' if migrated else ""
 
     async def create() -> None:
         conn = await asyncpg.connect(POSTGRES_URL)
         try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
+            await conn.execute(f'CREATE DATABASE "{name}"{template}')
         finally:
             await conn.close()
 

@@ -254,7 +254,8 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
     clusters: list[Cluster] = []
 
     def make(broker_url: str = REDIS_URL, **settings: str) -> Cluster:
-        cluster = Cluster([], new_postgres_database(), broker_url, f"t{secrets.token_hex(6)}")
+        url = new_postgres_database(migrated=True)
+        cluster = Cluster([], url, broker_url, f"t{secrets.token_hex(6)}")
         clusters.append(cluster)
         env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
         env |= {
