@@ -37,20 +37,29 @@ REFRESH_TOKEN_BYTES = 32
 # core, so that the hashing threads (cores - 1) leave a core to the event loop; argon2's
 # defaults (4 lanes, 64 MiB, 3 passes) took every core for ~250 ms per hash. Hashes made
 # with other parameters still verify, and are renewed at the next sign-in.
-_passwords = CryptContext(
-    schemes=["argon2"],
-    deprecated="auto",
-    argon2__memory_cost=47104,
-    argon2__rounds=1,
-    argon2__parallelism=1,
-)
+ARGON2_MEMORY_KIB = 47104
 
 
 @cache
-def _dummy_hash() -> str:
+def password_context(memory_kib: int) -> CryptContext:
+    """Argon2id with `memory_kib` (only test servers use less than ARGON2_MEMORY_KIB)."""
+    return CryptContext(
+        schemes=["argon2"],
+        deprecated="auto",
+        argon2__memory_cost=memory_kib,
+        argon2__rounds=1,
+        argon2__parallelism=1,
+    )
+
+
+_passwords = password_context(ARGON2_MEMORY_KIB)
+
+
+@cache
+def _dummy_hash(memory_kib: int) -> str:
     """Verified when the username is unknown, so that a miss costs as much as a
     wrong password and response times do not reveal which accounts exist."""
-    password_hash: str = _passwords.hash(secrets.token_urlsafe(16))
+    password_hash: str = password_context(memory_kib).hash(secrets.token_urlsafe(16))
     return password_hash
 
 
@@ -93,7 +102,9 @@ class PasswordHasher:
     make everybody wait behind it.
     """
 
-    def __init__(self, threads: int, max_waiting: int) -> None:
+    def __init__(self, threads: int, max_waiting: int, memory_kib: int = ARGON2_MEMORY_KIB) -> None:
+        self._memory_kib = memory_kib
+        self._passwords = password_context(memory_kib)
         self._threads = threads
         self._max_waiting = max_waiting
         self._heap: list[tuple[int, int, Callable[[], Any], _Waiter]] = []
@@ -149,19 +160,22 @@ class PasswordHasher:
             self._cond.notify_all()
 
     async def hash(self, password: str) -> str:
-        return await self.run(Priority.REGISTER, lambda: _passwords.hash(password))
+        return await self.run(Priority.REGISTER, lambda: self._passwords.hash(password))
 
     async def verify(self, password: str, password_hash: str | None) -> bool:
+        passwords = self._passwords
         if password_hash is None:
-            await self.run(Priority.SIGN_IN, lambda: _passwords.verify(password, _dummy_hash()))
+            dummy = self._memory_kib
+            await self.run(Priority.SIGN_IN, lambda: passwords.verify(password, _dummy_hash(dummy)))
             return False
-        return await self.run(Priority.SIGN_IN, lambda: _passwords.verify(password, password_hash))
+        return await self.run(Priority.SIGN_IN, lambda: passwords.verify(password, password_hash))
 
     async def verify_and_update(self, password: str, password_hash: str) -> tuple[bool, str | None]:
         """Whether the password matches, and a new hash to store when the old one was made
         with parameters other than today's."""
+        passwords = self._passwords
         return await self.run(
-            Priority.SIGN_IN, lambda: _passwords.verify_and_update(password, password_hash)
+            Priority.SIGN_IN, lambda: passwords.verify_and_update(password, password_hash)
         )
 
 

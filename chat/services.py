@@ -189,7 +189,7 @@ class Services:
             )
         self.login_throttle = AlertingLoginThrottle(self.login_throttle, self.alerts)
         self.history = StatsHistory(self.sessions, self.node, self._counters, s.stats_period_secs)
-        self.hasher = PasswordHasher(HASHING_THREADS, s.hash_queue_max)
+        self.hasher = PasswordHasher(HASHING_THREADS, s.hash_queue_max, s.password_hash_memory_kib)
         self.loop_lag.observe = self.metrics.loop_lag.observe
         self.writer = MessageWriter(self.transactions, self._publish_messages, self._writer_failed)
         self.last_seen = LastSeen(self.sessions)

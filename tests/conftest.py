@@ -1,12 +1,16 @@
 """Real servers on ephemeral ports, and factories for users and rooms."""
 
 import asyncio
+import contextlib
+import functools
 import itertools
 import json
 import os
 import secrets
+import shutil
 import socket
 import sqlite3
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +30,7 @@ from chat.app import create_app
 from chat.cli import uvicorn_options
 from chat.db import migrate
 from chat.logs import log_config
-from chat.security import SESSION_CLAIM, TOKEN_KEY_CLAIM
+from chat.security import ARGON2_MEMORY_KIB, SESSION_CLAIM, TOKEN_KEY_CLAIM
 from chat.settings import Settings
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -35,6 +39,11 @@ TEST_DATABASE = os.environ.get("CHAT_TEST_DATABASE", "sqlite")
 POSTGRES_URL = os.environ.get("CHAT_TEST_POSTGRES_URL", "postgresql://root@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("CHAT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PASSWORD = "correct horse battery"
+# Test servers hash passwords with argon2 at this memory cost (KiB) instead of the
+# product's ARGON2_MEMORY_KIB: well under a millisecond a hash instead of ~65 ms, over the
+# thousands of accounts the suite registers and signs in. The tests about hashing itself
+# (its cost to the event loop, the hashing queue, renewing old hashes) use the product's.
+TEST_HASH_MEMORY_KIB = 64
 _names = itertools.count(1)
 
 
@@ -45,6 +54,53 @@ def need(available: bool, what: str) -> None:
     if IN_CI:
         pytest.fail(f"{what} is required in CI but missing")
     pytest.skip(f"{what} is not available")
+
+
+class SharedChromium:
+    """One Chromium for the browser tests that run one after another, instead of a launch per
+    module. Playwright's sync API holds the main thread's event loop while it runs, and other
+    tests call `asyncio.run` there: it is stopped after a test once nobody holds it and the
+    next test's module has no `browser` fixture (see `pytest_runtest_teardown`)."""
+
+    def __init__(self) -> None:
+        self._playwright: Any = None
+        self._browser: Any = None
+        self._users = 0
+
+    @contextlib.contextmanager
+    def use(self, executable: str, args: list[str]) -> Iterator[Any]:
+        if self._browser is None:
+            from playwright.sync_api import sync_playwright
+
+            self._playwright = sync_playwright().start()
+            self._browser = self._playwright.chromium.launch(executable_path=executable, args=args)
+        self._users += 1
+        try:
+            yield self._browser
+        finally:
+            self._users -= 1
+
+    def stop_unless_held(self) -> None:
+        if self._users:
+            return
+        browser, playwright = self._browser, self._playwright
+        self._browser = self._playwright = None
+        try:
+            if browser is not None:
+                browser.close()
+        finally:
+            if playwright is not None:
+                playwright.stop()
+
+
+shared_chromium = SharedChromium()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    # After the default teardown, so that the module's contexts and pages are closed first.
+    if nextitem is None or not hasattr(getattr(nextitem, "module", None), "browser"):
+        shared_chromium.stop_unless_held()
 
 
 def unique(prefix: str = "u") -> str:
@@ -85,6 +141,8 @@ class Server:
     admin: Account | None = None
     # Replaces uvicorn's WebSocket protocol (the product's is `chat.wsprotocol.PROTOCOL`).
     ws_protocol: str | None = None
+    # False: an untouched database is migrated step by step, not copied from a migrated one.
+    copy_migrated: bool = True
     _clients: list[httpx.Client] = field(default_factory=list)
 
     @property
@@ -99,7 +157,9 @@ class Server:
         # In a thread of its own: migrations run their own event loop, and the caller
         # may be inside one (Playwright's sync API keeps one in the main thread).
         with ThreadPoolExecutor(1) as pool:
-            pool.submit(migrate, self.settings).result()
+            copied = self.copy_migrated and pool.submit(start_from_migrated, self.settings).result()
+            if not copied:
+                pool.submit(migrate, self.settings).result()
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
@@ -208,15 +268,17 @@ def _run_async(coroutine: Any) -> Any:
         return pool.submit(asyncio.run, coroutine).result()
 
 
-def new_postgres_database() -> str:
-    """A fresh, empty PostgreSQL database; its URL."""
+def new_postgres_database(migrated: bool = False) -> str:
+    """A fresh PostgreSQL database, empty or (`migrated`) a copy of one migrated once per
+    run; its URL."""
     need(postgres_available(), "PostgreSQL at 127.0.0.1:5432")
     name = f"chat_test_{secrets.token_hex(6)}"
+    template = f' TEMPLATE "{migrated_postgres_database().rsplit("/", 1)[1]}"' if migrated else ""
 
     async def create() -> None:
         conn = await asyncpg.connect(POSTGRES_URL)
         try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
+            await conn.execute(f'CREATE DATABASE "{name}"{template}')
         finally:
             await conn.close()
 
@@ -235,6 +297,73 @@ def drop_postgres_database(url: str) -> None:
             await conn.close()
 
     _run_async(drop())
+
+
+@functools.cache
+def migrated_sqlite_file() -> Path:
+    """A SQLite database migrated once per test run, for servers to start from a copy."""
+    data_dir = Path(tempfile.mkdtemp(prefix="chat-migrated-"))
+    settings = Settings(data_dir=data_dir, secret_key=secrets.token_urlsafe(48))
+    migrate(settings)
+    return data_dir / "chat.db"
+
+
+@functools.cache
+def migrated_postgres_database() -> str:
+    """A PostgreSQL database migrated once per test run (nothing stays connected to it), for
+    servers' databases to be created from as a template."""
+    url = new_postgres_database()
+    migrate(Settings(data_dir=Path(tempfile.gettempdir()), database_url=url, secret_key="x" * 48))
+    return url
+
+
+def pytest_sessionfinish() -> None:
+    if migrated_sqlite_file.cache_info().currsize:
+        shutil.rmtree(migrated_sqlite_file().parent, ignore_errors=True)
+    if migrated_postgres_database.cache_info().currsize:
+        drop_postgres_database(migrated_postgres_database())
+
+
+def start_from_migrated(settings: Settings) -> bool:
+    """Make an untouched database a copy of one migrated once, which takes a fraction of the
+    migrations' time; whether it did. A database with anything in it (one a test migrated
+    to an older revision) is left to the migrations."""
+    if not settings.database_url:
+        path = settings.data_dir / "chat.db"
+        if path.exists():
+            return False
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        with contextlib.closing(sqlite3.connect(migrated_sqlite_file())) as source:
+            # Created as the product creates it: readable by this user only.
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            with contextlib.closing(sqlite3.connect(path)) as copy:
+                source.backup(copy)
+        return True
+    if not settings.database_url.startswith(POSTGRES_URL.rsplit("/", 1)[0] + "/chat_test_"):
+        return False
+    name = settings.database_url.rsplit("/", 1)[1]
+    template = migrated_postgres_database().rsplit("/", 1)[1]
+
+    async def recreate() -> bool:
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            tables = await conn.fetchval(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+            )
+        finally:
+            await conn.close()
+        if tables:
+            return False
+        conn = await asyncpg.connect(POSTGRES_URL)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        finally:
+            await conn.close()
+        return True
+
+    copied: bool = asyncio.run(recreate())
+    return copied
 
 
 def run_sql(server: "Server", sql: str) -> None:
@@ -268,6 +397,7 @@ def make_settings(tmp: Path, **overrides: Any) -> Settings:
         # tests the limits with its own.
         "rooms_per_user": 100_000,
         "room_create_burst": 100_000,
+        "password_hash_memory_kib": TEST_HASH_MEMORY_KIB,
     }
     if TEST_DATABASE == "postgresql" and "database_url" not in overrides:
         values["database_url"] = new_postgres_database()
@@ -286,13 +416,29 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv.stop()
 
 
+@pytest.fixture(scope="session")
+def product_hashing_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server for the tests about password hashing: argon2 at the product's cost."""
+    srv = Server(
+        make_settings(tmp_path_factory.mktemp("server"), password_hash_memory_kib=ARGON2_MEMORY_KIB)
+    )
+    srv.start()
+    srv.admin = srv.register(unique("admin"))
+    yield srv
+    srv.stop()
+
+
 @pytest.fixture
 def make_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Server]]:
-    """Start a server of its own with some settings changed."""
+    """Start a server of its own with some settings changed; `copy_migrated=False` has its
+    database migrated step by step instead of copied from a migrated one."""
     started: list[Server] = []
 
-    def start(**overrides: Any) -> Server:
-        srv = Server(make_settings(tmp_path_factory.mktemp("server"), **overrides))
+    def start(*, copy_migrated: bool = True, **overrides: Any) -> Server:
+        srv = Server(
+            make_settings(tmp_path_factory.mktemp("server"), **overrides),
+            copy_migrated=copy_migrated,
+        )
         srv.start()
         srv.admin = srv.register(unique("admin"))
         started.append(srv)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PASSWORD, Server, need, unique
+from tests.conftest import PASSWORD, Server, need, shared_chromium, unique
 
 CHROMIUM = os.environ.get("CHAT_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -24,16 +24,16 @@ XSS = "<img src=x onerror=alert(1)>"
 TIMEOUT_MS = 10_000
 
 pytest.importorskip("playwright", reason="the test extra is not installed")
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, BrowserContext, Page, expect  # noqa: E402
 
 
 @contextmanager
 def chromium() -> Iterator[Browser]:
+    """The Chromium that the browser tests running one after another share (see
+    `conftest.SharedChromium`, which stops it)."""
     need(Path(CHROMIUM).exists() or shutil.which(CHROMIUM) is not None, "Chromium")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+    with shared_chromium.use(CHROMIUM, CHROMIUM_FLAGS) as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")

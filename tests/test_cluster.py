@@ -26,6 +26,7 @@ from websockets.sync.client import ClientConnection, connect
 from tests.conftest import (
     PASSWORD,
     REDIS_URL,
+    TEST_HASH_MEMORY_KIB,
     Account,
     drop_postgres_database,
     need,
@@ -253,7 +254,8 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
     clusters: list[Cluster] = []
 
     def make(broker_url: str = REDIS_URL, **settings: str) -> Cluster:
-        cluster = Cluster([], new_postgres_database(), broker_url, f"t{secrets.token_hex(6)}")
+        url = new_postgres_database(migrated=True)
+        cluster = Cluster([], url, broker_url, f"t{secrets.token_hex(6)}")
         clusters.append(cluster)
         env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
         env |= {
@@ -261,6 +263,7 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
             "CHAT_BROKER_URL": broker_url,
             "CHAT_SECRET_KEY": secrets.token_urlsafe(48),
             "CHAT_REDIS_NAMESPACE": cluster.namespace,
+            "CHAT_PASSWORD_HASH_MEMORY_KIB": str(TEST_HASH_MEMORY_KIB),
             **UNLIMITED,
             **settings,
         }

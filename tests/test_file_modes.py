@@ -35,7 +35,7 @@ def test_database_and_wal_are_created_0600(
 ) -> None:
     """A fresh data dir: after sign-ups and a message, chat.db and its -wal and -shm files
     exist, each with mode 0600."""
-    srv = make_server(database_url="")
+    srv = make_server(database_url="", copy_migrated=False)
     account = srv.register()
     with srv.ws("/ws/rooms/general", account) as ws:
         welcome(ws)

@@ -114,7 +114,10 @@ def test_a_hash_takes_one_thread() -> None:
     )
 
 
-def test_a_hash_with_older_parameters_is_renewed_at_sign_in(server: Server) -> None:
+def test_a_hash_with_older_parameters_is_renewed_at_sign_in(
+    product_hashing_server: Server,
+) -> None:
+    server = product_hashing_server
     account = server.register()
     old_hash = argon2.using(**OLD_PARAMETERS).hash(account.password)
 

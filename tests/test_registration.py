@@ -16,6 +16,7 @@ from alembic import command
 
 from chat import security
 from chat.db import alembic_config, migrate
+from chat.security import ARGON2_MEMORY_KIB
 from tests.conftest import PASSWORD, Server, make_settings, unique
 
 # Threads hashing at once: what may finish while a sign-in waits for a free one.
@@ -63,7 +64,7 @@ def test_registration_form_is_limited_per_address(make_server: Callable[..., Ser
 
 def test_sign_in_goes_before_queued_registrations(make_server: Callable[..., Server]) -> None:
     """With a flood of registrations waiting to be hashed, a sign-in is hashed next, not last."""
-    srv = make_server(hash_queue_max=1000)
+    srv = make_server(hash_queue_max=1000, password_hash_memory_kib=ARGON2_MEMORY_KIB)
     admin = srv.admin
     assert admin is not None
     done: list[float] = []
@@ -100,7 +101,7 @@ def test_sign_in_goes_before_queued_registrations(make_server: Callable[..., Ser
 
 def test_full_hashing_queue_gives_503(make_server: Callable[..., Server]) -> None:
     """Registrations beyond the hashing queue's bound get 503 + Retry-After, not a long wait."""
-    srv = make_server(hash_queue_max=2)
+    srv = make_server(hash_queue_max=2, password_hash_memory_kib=ARGON2_MEMORY_KIB)
     with ThreadPoolExecutor(20) as pool:
         answers = list(pool.map(lambda _: register(srv), range(20)))
     codes = sorted(r.status_code for r in answers)
