@@ -110,6 +110,39 @@ def _run_sql(cluster: ChatCluster, statements: list[str]) -> None:
     asyncio.run(run())
 
 
+def _cpu_ms(pid: int) -> float:
+    """CPU time the process (all its threads) has used: work done, whatever the load."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def _database_cpu_ms(cluster: ChatCluster) -> float:
+    """CPU time PostgreSQL's server processes for the cluster's database have used (0 on
+    SQLite, which works inside the chat process)."""
+    url = cluster.env.get("CHAT_DATABASE_URL")
+    if url is None:
+        return 0.0
+    import asyncpg
+
+    async def pids() -> list[int]:
+        conn = await asyncpg.connect(url)
+        try:
+            rows = await conn.fetch(
+                "SELECT pid FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await conn.close()
+        return [int(r["pid"]) for r in rows]
+
+    total = 0.0
+    for pid in asyncio.run(pids()):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/schedstat") as f:
+            total += int(f.read().split()[0]) / 1e6
+    return total
+
+
 def unread_scenario(args: argparse.Namespace) -> list[dict[str, Any]]:
     """`GET /api/rooms` (all the rooms in one page) for a member of `--unread-rooms` rooms
     over `--unread-messages` messages: the counts stop at their cap, so the time must not
@@ -149,6 +182,8 @@ def unread_scenario(args: argparse.Namespace) -> list[dict[str, Any]]:
                     _run_sql(cluster, statements)
                     row["insert_secs"] = time.monotonic() - started
                     params = {"limit": min(args.unread_rooms + 10, 500)}
+                    http.get("/api/rooms", params=params, headers=auth).raise_for_status()
+                    cpu = sum(_cpu_ms(pid) for pid in cluster.pids), _database_cpu_ms(cluster)
                     times = []
                     for _ in range(args.unread_requests):
                         started = time.monotonic()
@@ -156,6 +191,10 @@ def unread_scenario(args: argparse.Namespace) -> list[dict[str, Any]]:
                         times.append((time.monotonic() - started) * 1000)
                         r.raise_for_status()
                     shown = [x for x in r.json() if x["name"].startswith(PREFIX)]
+                    row["server_cpu_ms"] = (
+                        sum(_cpu_ms(pid) for pid in cluster.pids) - cpu[0]
+                    ) / args.unread_requests
+                    row["db_cpu_ms"] = (_database_cpu_ms(cluster) - cpu[1]) / args.unread_requests
                 times.sort()
                 row.update(
                     listed=len(shown),
@@ -182,6 +221,8 @@ def unread_scenario(args: argparse.Namespace) -> list[dict[str, Any]]:
             ("p50 ms", "p50_ms", ".1f"),
             ("p95 ms", "p95_ms", ".1f"),
             ("p99 ms", "p99_ms", ".1f"),
+            ("server CPU ms/req", "server_cpu_ms", ".1f"),
+            ("PG CPU ms/req", "db_cpu_ms", ".1f"),
             ("load", "load", ".1f"),
         ],
         rows,
