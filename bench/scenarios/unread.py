@@ -227,7 +227,7 @@ def unread_scenario(args: argparse.Namespace) -> list[dict[str, Any]]:
         ],
         rows,
     )
-    for r in rows:
-        if "error" in r:
-            print(f"  {r['config']}: ERROR {r['error']}")
+    for done in rows:
+        if "error" in done:
+            print(f"  {done['config']}: ERROR {done['error']}")
     return rows
