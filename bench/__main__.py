@@ -14,8 +14,9 @@ Scenarios:
             against committing every message on its own (bench.baseline_commit);
             also on PostgreSQL when CHAT_BENCH_POSTGRES=1
   login     the event loop's worst lag while 20 logins hash their passwords at once
-  unread    GET /api/rooms for a member of a room of 1,000,000 unread messages (bounded
-            counts); also on PostgreSQL when CHAT_BENCH_POSTGRES=1
+  unread    GET /api/rooms p50/p95 for a member of 200 rooms over 1,000,000 messages,
+            some read, some unread, some with mentions (bounded counts); also on
+            PostgreSQL when CHAT_BENCH_POSTGRES=1
   search    GET /api/search p50/p95 over 1,000,000 messages (written straight into the
             database) for a mix of queries, one client; also on PostgreSQL when
             CHAT_BENCH_POSTGRES=1

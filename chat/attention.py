@@ -12,7 +12,10 @@ that keep a user's sockets up to date about all their rooms (`read`, `activity`,
   deleted) up to `UNREAD_CAP`, among the first `UNREAD_SCAN` messages after the marker;
   `mentions` the mentions of them after the marker, up to the same cap. Non-members get 0.
   One query for a whole page of rooms: the counts are correlated subqueries over ranges
-  of the primary key and of the mentions' index, each stopping at its limit.
+  of two indexes, each stopping at its limit: `ix_messages_room_seq_author` holds all
+  that `unread` looks at (a room's messages lie scattered among the other rooms', so
+  reading the rows themselves would cost a page each), `ix_mentions_user_room_seq` the
+  mentions.
 - `activity`: no work per recipient per message. A message event only marks its room as
   active on this process; the first one within a second schedules one flush a second later
   that looks up the room's local members (cached in memory, kept current by member events)
@@ -107,19 +110,26 @@ def _correlated(query: Select[*tuple[Any, ...]]) -> Subquery:
 def _counts_query() -> Select[int, int, int, int]:
     """Per membership: room id, user id, unread messages, mentions (see the module)."""
     marker = func.coalesce(ReadMarker.up_to, 0)
-    # The first messages after the marker, by the primary key alone: a plain range of the
-    # key in its order, which every planner walks and stops at the limit (a filter on the
-    # author inside would let PostgreSQL's estimates pick a scan of the whole range).
+    # The first messages after the marker: a plain range of the index in its order, which
+    # every planner walks and stops at the limit (a filter on the author inside would let
+    # PostgreSQL's estimates pick a scan of the whole range).
     after = _correlated(
         select(Message.user_id, Message.deleted)
         .where(Message.room_id == Membership.room_id, Message.seq > marker)
         .order_by(Message.seq)
         .limit(UNREAD_SCAN)
     )
-    unread = (
-        select(func.count())
+    # Stopping at the cap's worth of others' messages: a room far behind is done after
+    # about UNREAD_CAP entries of the index, not UNREAD_SCAN.
+    counted = _correlated(
+        select(literal(1).label("one"))
         .select_from(after)
         .where(after.c.user_id != Membership.user_id, after.c.deleted.is_(False))
+        .limit(UNREAD_CAP)
+    )
+    unread = (
+        select(func.count())
+        .select_from(counted)
         .correlate(Membership, ReadMarker)
         .scalar_subquery()
     )

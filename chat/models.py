@@ -139,6 +139,10 @@ class Message(Base):
         Index("uq_messages_room_user_nonce", "room_id", "user_id", "nonce", unique=True),
         # Resuming: the messages of a room changed after a given sequence number.
         Index("ix_messages_room_change", "room_id", "change_seq"),
+        # Counting a member's unread messages (`chat.attention`): a room's messages in
+        # order with all the count looks at, so that it never reads the rows themselves,
+        # which lie scattered among the other rooms' messages.
+        Index("ix_messages_room_seq_author", "room_id", "seq", "user_id", "deleted"),
     )
 
     room_id: Mapped[int] = mapped_column(

@@ -227,6 +227,31 @@ def test_unread_is_bounded_and_skips_deleted_messages(server: Server, people: Pe
     assert badges(server, bob, room) == (UNREAD_CAP, 0)
 
 
+def test_own_messages_are_passed_over_up_to_the_cap(server: Server, people: People) -> None:
+    """The reader's own messages among the others' are never unread: in a room where the
+    others' messages reach the cap only after hundreds of the reader's, and in one where
+    counting the reader's would reach it; each room of a page from its own marker."""
+    alice, bob = people.alice, people.bob
+    capped, exact, marked = (server.create_room(alice) for _ in range(3))
+    firsts = {}
+    for room in (capped, exact, marked):
+        join(server, bob, room)
+        firsts[room] = (say(server, alice, room), say(server, bob, room))
+    _grow(server, capped, firsts[capped][1], 400)
+    _grow(server, capped, firsts[capped][0], UNREAD_CAP + 200)
+    _grow(server, exact, firsts[exact][1], 600)
+    _grow(server, exact, firsts[exact][0], 500)
+    _grow(server, exact, firsts[exact][0], 100, deleted=True)
+    _grow(server, marked, firsts[marked][0], 50)
+    assert read(server, bob, marked, firsts[marked][1] + 20).status_code == 204
+    assert badges(server, bob, capped) == (UNREAD_CAP, 0)
+    assert badges(server, bob, exact) == (501, 0)
+    assert badges(server, bob, marked) == (30, 0)
+    # For their creator (marker at 0) it is bob's messages that are unread, not hers.
+    assert badges(server, alice, capped) == (401, 0)
+    assert badges(server, alice, exact) == (601, 0)
+
+
 def test_the_read_marker_refuses_bad_input(server: Server, people: People) -> None:
     """Malformed JSON, a missing, negative, non-integer or over-64-bit `up_to`, extra keys
     → 422; an oversized body → 413; no token → 401; a cookie sign-in without the CSRF
