@@ -226,7 +226,7 @@ def raise_open_files_limit() -> int:
     return hard
 
 
-def wait_healthy(url: str, timeout_secs: float = 30) -> None:
+def wait_healthy(url: str, timeout_secs: float = 60) -> None:
     deadline = time.monotonic() + timeout_secs
     while time.monotonic() < deadline:
         try:
