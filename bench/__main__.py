@@ -20,6 +20,9 @@ Scenarios:
   search    GET /api/search p50/p95 over 1,000,000 messages (written straight into the
             database) for a mix of queries, one client; also on PostgreSQL when
             CHAT_BENCH_POSTGRES=1
+  reconnect 5,000 room sockets reconnecting with `since` after a server restart,
+            jittered as the browser does: the time until all are back, messages missed
+            or delivered twice, the server's worst event-loop lag (--storm-sockets)
   attacks   hostile clients (ping and typing floods, endless headers, slowloris,
             registration, room and reconnect floods, 1 MB usernames), each for
             --duration seconds against a fresh server: its RSS growth and the others'

@@ -13,6 +13,7 @@ on stdout. Modes (`"mode"`):
 - `persist`: `senders` sockets each keep `inflight` messages with nonces in flight
   (closed loop) and count acknowledgements: their own messages echoed back. Sender
   `i` posts to `rooms[i % len(rooms)]` (default: all to `room`).
+- `storm`: room sockets that reconnect with `since` after a restart (bench/storm.py).
 
 Options that describe the server: `urls`, `tokens` (empty: no `Authorization`
 header), `path_template` (default `/ws/rooms/{room}`), `welcome` (whether the
@@ -41,6 +42,8 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
+
+from bench.storm import run_storm
 
 CONNECT_BATCH = 50
 MARK = '"body":"bench|'
@@ -492,7 +495,7 @@ async def _discard(ws: ClientConnection) -> None:
             pass
 
 
-MODES = {"fanout": run_fanout, "hold": run_hold, "persist": run_persist}
+MODES = {"fanout": run_fanout, "hold": run_hold, "persist": run_persist, "storm": run_storm}
 
 
 def main() -> None:

@@ -63,6 +63,7 @@ class ChatCluster:
     processes: int = 1
     ports: list[int] = field(default_factory=list)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    _env: dict[str, str] = field(default_factory=dict)
 
     @property
     def urls(self) -> list[str]:
@@ -77,6 +78,7 @@ class ChatCluster:
         return [proc.pid for proc in self.procs]
 
     def start(self) -> None:
+        # The key is kept across a restart: the tokens issued before stay valid.
         env = {
             **os.environ,
             **UNLIMITED,
@@ -90,19 +92,29 @@ class ChatCluster:
             check=True,
             stdout=subprocess.DEVNULL,
         )
-        for _ in range(self.processes):
-            port = free_port()
-            self.ports.append(port)
-            self.procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "chat", "serve", "--port", str(port)],
-                    env={**env, "PYTHONUNBUFFERED": "1"},
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
+        self._env = env
+        self.ports = [free_port() for _ in range(self.processes)]
+        self._launch()
+
+    def _launch(self) -> None:
+        self.procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "chat", "serve", "--port", str(port)],
+                env={**self._env, "PYTHONUNBUFFERED": "1"},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
+            for port in self.ports
+        ]
         for url in self.urls:
             wait_healthy(url)
+
+    def restart(self) -> float:
+        """Stop every process, then start them again on the same ports, database and
+        secret key; time.time() when they are healthy again."""
+        self.stop()
+        self._launch()
+        return time.time()
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -214,7 +226,7 @@ def raise_open_files_limit() -> int:
     return hard
 
 
-def wait_healthy(url: str, timeout_secs: float = 30) -> None:
+def wait_healthy(url: str, timeout_secs: float = 60) -> None:
     deadline = time.monotonic() + timeout_secs
     while time.monotonic() < deadline:
         try:

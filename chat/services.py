@@ -47,6 +47,7 @@ from chat.ratelimit import (
 from chat.rooms import RoomDirectory
 from chat.security import HASHING_THREADS, PasswordHasher
 from chat.settings import Settings
+from chat.shared_reads import SharedReads
 from chat.writer import MessageWriter
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,9 @@ WRONG_PASSWORD = "The current password is wrong."
 # takes from reading its account to joining the hub, which a deactivation may come between.
 ENDED_USERS_MEMORY_SECS = 60.0
 DEACTIVATED_REASON = "account deactivated"
+# What a socket's welcome reads: the room's newest seq, the history, whether that was
+# cut short, and on a resume the updates (`chat.ws`).
+WelcomeRead = tuple[int, list[StoredMessage], bool, list[StoredMessage] | None]
 
 
 def _room_creations(settings: Settings, broker: Broker) -> MessageLimiter:
@@ -106,6 +110,9 @@ class Services:
     hub: Hub = field(init=False)
     message_rate: MessageRate = field(default_factory=MessageRate)
     loop_lag: LoopLag = field(default_factory=LoopLag)
+    # A welcome's reads (newest seq, history, updates), shared by a room's sockets that
+    # come back with the same `since` at once (`chat.ws`).
+    welcome_reads: SharedReads[WelcomeRead] = field(default_factory=SharedReads)
     limiter: MessageLimiter = field(init=False)
     # Socket handshakes per user (`chat.ws` keys them apart from the messages).
     handshakes: MessageLimiter = field(init=False)

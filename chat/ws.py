@@ -36,7 +36,7 @@ from chat.frames import (
 )
 from chat.hub import Connection
 from chat.messages import StoredMessage
-from chat.services import DEACTIVATED_REASON, Author, Services
+from chat.services import DEACTIVATED_REASON, Author, Services, WelcomeRead
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +235,11 @@ async def _serve(
             await services.announce_presence(room, "join", member.username, users)
         else:
             users = await services.presence.users(room)
-        last_seq, history, truncated, updates = await _history(services, room_id, room, since)
+        # Shared with the room's sockets asking for the same at once (a reconnect storm):
+        # the read starts after this socket joined the hub, as if it were its own.
+        last_seq, history, truncated, updates = await services.welcome_reads.read(
+            (room_id, since), lambda: _history(services, room_id, room, since)
+        )
         # Everything numbered up to here is reflected in the welcome (see `_history`).
         connection.floor = max(history[-1].id if history else 0, last_seq)
         services.hub.start_feed(room, last_seq)
@@ -267,9 +271,7 @@ async def _serve(
         await connection.close()
 
 
-async def _history(
-    services: Services, room_id: int, room: str, since: int | None
-) -> tuple[int, list[StoredMessage], bool, list[StoredMessage] | None]:
+async def _history(services: Services, room_id: int, room: str, since: int | None) -> WelcomeRead:
     """The room's newest seq, read first; then the welcome's history; then, on a resume,
     the updates: messages up to `since` changed after it, in their current state.
 

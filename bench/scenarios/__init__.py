@@ -9,7 +9,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bench.scenarios import attacks, cluster, fanout, idle, login, persist, search, slow, unread
+from bench.scenarios import (
+    attacks,
+    cluster,
+    fanout,
+    idle,
+    login,
+    persist,
+    reconnect,
+    search,
+    slow,
+    unread,
+)
 
 
 @dataclass(frozen=True)
@@ -27,6 +38,7 @@ SCENARIOS: dict[str, Scenario] = {
     "login": Scenario(login.login_scenario, login.add_arguments),
     "unread": Scenario(unread.unread_scenario, unread.add_arguments),
     "search": Scenario(search.search_scenario, search.add_arguments),
+    "reconnect": Scenario(reconnect.reconnect_scenario, reconnect.add_arguments),
     "attacks": Scenario(attacks.attacks_scenario, attacks.add_arguments),
 }
 
