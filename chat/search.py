@@ -8,7 +8,8 @@ those runs are put into the query (FTS5: inside double quotes; PostgreSQL: singl
 lexemes), so `NEAR`, `*`, `:`, `^`, `-`, `!`, `&`, `|`, quotes and parentheses are text (or
 nothing) to the database. "don't" is the phrase "don t", as the index cut the message.
 
-The indexes (migrations 0012_search, 0013_search_index):
+The indexes (migrations 0012_search, 0013_search_index, and on PostgreSQL
+0015_search_phrase's b-tree in the results' order):
 - SQLite: the FTS5 table `messages_fts` (tokenizer `unicode61 remove_diacritics 2`: any
   script, case and accents folded) over the view `messages_search`, whose rowid is the
   message's key `room_id << 40 | seq` (a message's id is per room). Not the messages'
@@ -28,7 +29,9 @@ Reading them (`search`): with few matches, every match is sorted by time; with m
 matches than rooms the caller may read (a common word), each room's newest are read
 instead (ids follow time within a room) and those pages merged: SQLite reads the room's
 key range of the index backwards, PostgreSQL the room's primary key backwards checking
-each message, both stopping after a page.
+each message, both stopping after a page. PostgreSQL first checks the newest messages in time order
+(`_postgres_recent`, the index of migration 0015_search_phrase) and returns a full page
+found there; only a query too rare for that goes to the GIN index.
 """
 
 import base64
@@ -370,9 +373,15 @@ async def search(
                 break
             window = min(RECENT_MAX, -(-2 * limit * window // len(recent)))
         short_prefix = query.prefix_last and len(query.terms[-1].tokens[-1]) <= INDEXED_PREFIX
+        # Few matches among the newest messages, most of which the user may read: few
+        # matches anywhere, which the GIN index lists cheaper than rooms are read, and
+        # without counting them first (a phrase's count checks each of its words' messages).
+        rare = RECENT_WINDOW > 0 and room_id is None and await _mostly_readable(session, readable)
         counted = and_(matching, *_filters(Message, author_id, before, cursor))
-        if (room_id is not None or not short_prefix) and await _postgres_per_room(
-            session, counted, readable, room_id
+        if (
+            not rare
+            and (room_id is not None or not short_prefix)
+            and await _postgres_per_room(session, counted, readable, room_id)
         ):
             return await _postgres_newest_per_room(
                 session, matching, readable, author_id, before, cursor, limit
@@ -470,6 +479,19 @@ async def _postgres_recent(
         .limit(limit)
     )
     return _found((await session.execute(stmt)).all())
+
+
+async def _mostly_readable(session: AsyncSession, readable: ColumnElement[bool]) -> bool:
+    """PostgreSQL: whether the user may read at least a quarter of the newest
+    `RECENT_WINDOW` messages (read from the time-order index only)."""
+    newest = (
+        select(Message.room_id)
+        .order_by(Message.ts.desc(), Message.room_id.desc(), Message.seq.desc())
+        .limit(RECENT_WINDOW)
+        .subquery()
+    )
+    seen = select(func.count()).select_from(newest.join(Room, Room.id == newest.c.room_id))
+    return (await session.scalar(seen.where(readable)) or 0) * 4 >= RECENT_WINDOW
 
 
 async def _postgres_per_room(
