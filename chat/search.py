@@ -8,7 +8,8 @@ those runs are put into the query (FTS5: inside double quotes; PostgreSQL: singl
 lexemes), so `NEAR`, `*`, `:`, `^`, `-`, `!`, `&`, `|`, quotes and parentheses are text (or
 nothing) to the database. "don't" is the phrase "don t", as the index cut the message.
 
-The indexes (migrations 0012_search, 0013_search_index):
+The indexes (migrations 0012_search, 0013_search_index, and on PostgreSQL
+0015_search_phrase's b-tree in the results' order):
 - SQLite: the FTS5 table `messages_fts` (tokenizer `unicode61 remove_diacritics 2`: any
   script, case and accents folded) over the view `messages_search`, whose rowid is the
   message's key `room_id << 40 | seq` (a message's id is per room). Not the messages'
@@ -28,7 +29,9 @@ Reading them (`search`): with few matches, every match is sorted by time; with m
 matches than rooms the caller may read (a common word), each room's newest are read
 instead (ids follow time within a room) and those pages merged: SQLite reads the room's
 key range of the index backwards, PostgreSQL the room's primary key backwards checking
-each message, both stopping after a page.
+each message, both stopping after a page. PostgreSQL first checks the newest messages in time order
+(`_postgres_recent`, the index of migration 0015_search_phrase) and returns a full page
+found there; only a query too rare for that goes to the GIN index.
 """
 
 import base64
@@ -83,6 +86,12 @@ INDEXED_PREFIX = 3
 # A last word completing more words than this is read as a prefix by FTS5 itself.
 PREFIX_MAX_WORDS = 64
 FTS_SOURCE_VIEW = "messages_search"
+# PostgreSQL: how many of the newest messages the first step checks (`_postgres_recent`);
+# with at least RECENT_AGAIN matches there but not a page, a larger window (at most
+# RECENT_MAX) is checked before the GIN index is asked.
+RECENT_WINDOW = 2000
+RECENT_AGAIN = 3
+RECENT_MAX = 30_000
 PG_CONFIG = "simple"
 
 # What both indexes cut text into: runs of letters and digits (`_` is punctuation to FTS5's
@@ -349,9 +358,30 @@ async def search(
         matching = and_(body_tsv().op("@@")(tsquery), Message.deleted.is_(False))
         # A short prefix stands for many words: the per-room plan would read the GIN index
         # for all of them once per room; sorting its matches is cheaper.
+        # In one room the per-room plan below is already a bounded read of its newest
+        # (or the GIN index and the room's few matches): no window first.
+        window = RECENT_WINDOW if room_id is None else 0
+        while window > 0:
+            recent = await _postgres_recent(
+                session, tsquery, readable, room_id, author_id, before, cursor, limit, window
+            )
+            if len(recent) >= limit:
+                return recent
+            # As many matches to come in the next messages as in these: a query this
+            # common is checked in a larger window, once; a rarer one asks the GIN index.
+            if len(recent) < RECENT_AGAIN or window >= RECENT_MAX:
+                break
+            window = min(RECENT_MAX, -(-2 * limit * window // len(recent)))
         short_prefix = query.prefix_last and len(query.terms[-1].tokens[-1]) <= INDEXED_PREFIX
-        if (room_id is not None or not short_prefix) and await _postgres_per_room(
-            session, matching, readable, room_id
+        # Few matches among the newest messages, most of which the user may read: few
+        # matches anywhere, which the GIN index lists cheaper than rooms are read, and
+        # without counting them first (a phrase's count checks each of its words' messages).
+        rare = RECENT_WINDOW > 0 and room_id is None and await _mostly_readable(session, readable)
+        counted = and_(matching, *_filters(Message, author_id, before, cursor))
+        if (
+            not rare
+            and (room_id is not None or not short_prefix)
+            and await _postgres_per_room(session, counted, readable, room_id)
         ):
             return await _postgres_newest_per_room(
                 session, matching, readable, author_id, before, cursor, limit
@@ -390,6 +420,80 @@ async def search(
     return _found((await session.execute(stmt.limit(limit))).all())
 
 
+async def _postgres_recent(
+    session: AsyncSession,
+    tsquery: ColumnElement[object],
+    readable: ColumnElement[bool],
+    room_id: int | None,
+    author_id: int | None,
+    before: int | None,
+    cursor: Cursor | None,
+    limit: int,
+    window: int,
+) -> list[Found]:
+    """PostgreSQL, the first step: the matches among the newest `window` messages (after
+    the cursor; of the room if one is asked), each checked against its stored words, up
+    to `limit`. Every message outside them comes later in the page's order, so a full
+    page from them is the page. A common word, a phrase of common words or a short prefix
+    matches often enough to be answered from some thousands of messages read in time
+    order along an index (their rows lie in that order too), where the GIN index would
+    list, fetch from all over the table (and for a phrase, check) each of their many
+    matches; a rarer query falls through to it after this bounded read."""
+    # Not an alias: the stored words are named by the table's name.
+    m = Message
+    newest: Select[int, int, int, str, datetime, str | None, bool, Any] = select(
+        m.room_id,
+        m.seq,
+        m.user_id,
+        m.body,
+        m.ts,
+        m.nonce,
+        m.deleted,
+        literal_column(f"{m.__tablename__}.{PG_COLUMN}").label(PG_COLUMN),
+    ).where(*_filters(m, None, before, cursor))
+    if room_id is not None:
+        # A room's messages in id order, which is their time order: its primary key.
+        newest = newest.where(m.room_id == room_id).order_by(m.seq.desc())
+    else:
+        # The index on (ts, room_id, seq), read backwards.
+        newest = newest.order_by(m.ts.desc(), m.room_id.desc(), m.seq.desc())
+    recent = newest.limit(window).subquery("recent")
+    where = [recent.c[PG_COLUMN].op("@@")(tsquery), recent.c.deleted.is_(False), readable]
+    if author_id is not None:
+        where.append(recent.c.user_id == author_id)
+    stmt = (
+        select(
+            recent.c.room_id,
+            recent.c.seq,
+            Room.name,
+            User.username,
+            recent.c.body,
+            recent.c.ts,
+            recent.c.nonce,
+        )
+        .select_from(recent)
+        .join(Room, Room.id == recent.c.room_id)
+        .join(User, User.id == recent.c.user_id)
+        .where(*where)
+        .order_by(recent.c.ts.desc(), recent.c.room_id.desc(), recent.c.seq.desc())
+        .limit(limit)
+    )
+    return _found((await session.execute(stmt)).all())
+
+
+async def _mostly_readable(session: AsyncSession, readable: ColumnElement[bool]) -> bool:
+    """PostgreSQL: whether the user may read at least a quarter of the newest
+    `RECENT_WINDOW` messages (read from the time-order index only)."""
+    newest = (
+        select(Message.room_id)
+        .order_by(Message.ts.desc(), Message.room_id.desc(), Message.seq.desc())
+        .limit(RECENT_WINDOW)
+        .subquery()
+    )
+    seen = select(func.count()).select_from(newest.join(Room, Room.id == newest.c.room_id))
+    return (await session.scalar(seen.where(readable)) or 0) * 4 >= RECENT_WINDOW
+
+
 async def _postgres_per_room(
     session: AsyncSession,
     matching: ColumnElement[bool],
@@ -398,7 +502,8 @@ async def _postgres_per_room(
 ) -> bool:
     """PostgreSQL: as `_per_room`. The GIN index finds every match but in no order; with
     many, each room's newest are read backwards along the primary key instead, the query
-    checked on each message until enough match."""
+    checked on each message until enough match. `matching` holds the page's other
+    conditions too (an author's few matches of a common word are not many)."""
     if room_id is not None:
         return True
     rooms = await session.scalar(select(func.count()).select_from(Room).where(readable)) or 0
@@ -455,6 +560,8 @@ def _found(rows: Sequence[Row[int, int, str, str, str, datetime, str | None]]) -
 
 PG_COLUMN = "body_tsv"
 PG_INDEX = "ix_messages_body_tsv"
+# The messages in time order (migration 0015_search_phrase), for `_postgres_recent`.
+PG_RECENT_INDEX = "ix_messages_ts_room_seq"
 
 
 def in_models(name: str | None, type_: str, parent_names: object = None) -> bool:
@@ -469,4 +576,4 @@ def in_models(name: str | None, type_: str, parent_names: object = None) -> bool
         return not (name == FTS_TABLE or name.startswith(FTS_TABLE + "_"))
     if type_ == "column":
         return name != PG_COLUMN
-    return not (type_ == "index" and name == PG_INDEX)
+    return not (type_ == "index" and name in (PG_INDEX, PG_RECENT_INDEX))

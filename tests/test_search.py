@@ -18,7 +18,7 @@ from alembic import command
 
 from chat import search, writer
 from chat.db import alembic_config
-from tests.conftest import Account, Server, make_settings, run_sql, unique
+from tests.conftest import TEST_DATABASE, Account, Server, make_settings, run_sql, unique
 from tests.ws_helpers import post
 
 
@@ -29,6 +29,9 @@ def plan(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
     servers run in this process."""
     always = {"sorted": 10**9, "per room": 0}[request.param]
     monkeypatch.setattr(search, "MATCHES_PER_ROOM", always)
+    # PostgreSQL first reads the newest messages (`RECENT_WINDOW`): off with "sorted", a
+    # few with "per room", so that a test's page comes from them or from the index.
+    monkeypatch.setattr(search, "RECENT_WINDOW", {"sorted": 0, "per room": 4}[request.param])
     return str(request.param)
 
 
@@ -455,6 +458,69 @@ def test_limit_and_paging(server: Server, user: Account) -> None:
     below = find(server, user, t, room=first, before=ids[1])
     assert [m["id"] for m in below] == ids[2:]
     assert ask(server, user, q=t, limit=7).headers.get("link") is None
+
+
+def test_pages_over_the_newest_messages_and_the_index(
+    server: Server, user: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However many of the newest messages are checked first (PostgreSQL's
+    `RECENT_WINDOW`, none to all), the pages hold every match once, newest first: a common
+    word, it with a rare one, a phrase whose words also come apart, a prefix; across rooms,
+    in one, by an author, and matches behind a run of messages without them."""
+    other = server.register()
+    rooms = [server.create_room(user) for _ in range(3)]
+    t, rare = mark(), mark()
+    posted: list[tuple[str, int, str, str]] = []  # (room, id, author, body)
+    for i in range(24):
+        words = [t, "common"]
+        if i < 16:
+            if i % 5 == 0:
+                words.append(rare)
+            # "alpha beta" in every third, its words apart or the other way round otherwise.
+            words.append(["alpha beta", "alpha x beta", "beta alpha"][i % 3])
+        room, who = rooms[i % 3], (user, other)[i % 4 == 0]
+        body = " ".join(words)
+        posted.append((room, say(server, who, room, body), who.username, body))
+    newest = list(reversed(posted))
+
+    def expect(keep: Any, room: str | None = None) -> list[tuple[str, int]]:
+        return [(r, i) for r, i, who, body in newest if keep(who, body) and room in (None, r)]
+
+    phrase = f'"alpha beta" {t}'
+    cases: list[tuple[dict[str, Any], list[tuple[str, int]]]] = [
+        ({"q": f"common {t}"}, expect(lambda w, b: True)),
+        ({"q": f"{t} {rare}"}, expect(lambda w, b: rare in b)),
+        ({"q": phrase}, expect(lambda w, b: "alpha beta" in b)),
+        ({"q": f"{t} alp"}, expect(lambda w, b: "alpha" in b)),
+        ({"q": t, "user": other.username}, expect(lambda w, b: w == other.username)),
+        ({"q": phrase, "room": rooms[0]}, expect(lambda w, b: "alpha beta" in b, rooms[0])),
+        ({"q": t, "room": rooms[1]}, expect(lambda w, b: True, rooms[1])),
+    ]
+    assert all(len(want) > 3 for _, want in cases)
+    # None first, a few (the page from them, from a larger window, or from the index),
+    # all; SQLite has no window: once.
+    for window in (0, 5, 10_000) if TEST_DATABASE == "postgresql" else (0,):
+        monkeypatch.setattr(search, "RECENT_WINDOW", window)
+        for params, want in cases:
+            for limit in (3, 20):
+                got = room_pages(server, user, **params, limit=limit)
+                assert [m for page in got for m in page] == want, (window, limit, params)
+                assert [len(page) for page in got[:-1]] == [limit] * (len(got) - 1)
+
+
+def room_pages(server: Server, account: Account, **params: Any) -> list[list[tuple[str, int]]]:
+    """As `pages`, the (room, id) of each message."""
+    result = []
+    with server.client(headers=account.headers) as http:
+        r = http.get("/api/search", params=params)
+        while True:
+            assert r.status_code == 200, r.text
+            result.append([(m["room"], m["id"]) for m in r.json()["messages"]])
+            url = r.links.get("next", {}).get("url")
+            if url is None:
+                return result
+            assert len(result) < 30
+            r = http.get(url)
 
 
 def test_bad_input(server: Server, user: Account) -> None:
