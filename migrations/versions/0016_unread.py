@@ -2,7 +2,7 @@
 so that counting a member's unread messages reads only this index, never the rows.
 
 Revision ID: 0016_unread
-Revises: 0014_admin_history
+Revises: 0015_search_phrase
 Create Date: 2026-12-01
 """
 
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0016_unread"
-down_revision: str | None = "0014_admin_history"
+down_revision: str | None = "0015_search_phrase"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
