@@ -39,8 +39,6 @@ class Pending:
         return None if self.nonce is None else (self.room_id, self.user_id, self.nonce)
 
 
-# See BatchSql.pieces.
-PIECE = 16
 # Statement texts kept at most (a few MB at the longest batches).
 _TEXTS_KEPT = 1024
 
@@ -73,21 +71,6 @@ class BatchSql:
 
     def _rows(self, count: int, width: int, first: int = 1) -> str:
         return ",".join(f"({group})" for group in self._groups(count, width, first))
-
-    def pieces(self, count: int) -> list[tuple[int, int]]:
-        """(first, size) of the statements `count` rows go in.
-
-        SQLite: a multiple of PIECE rows, then the rest, so that some 50 texts of each
-        statement serve every batch size and stay in the driver's cache of prepared
-        statements (see ThreadTransactions): with one text per size, batches of varying
-        sizes pushed each other out, and preparing a statement again cost nearly as much
-        as running it. At most two, as each statement lets the event loop's thread take
-        the interpreter, which the writer's thread then waits to get back. Elsewhere
-        each statement is a round trip: all rows in one."""
-        rest = count % PIECE
-        if not self._is_sqlite or rest == 0 or rest == count:
-            return [(0, count)]
-        return [(0, count - rest), (count - rest, rest)]
 
     def _text(self, kind: str, count: int, build: Callable[[int], str]) -> str:
         text = self._texts.get((kind, count))
@@ -190,12 +173,9 @@ def store_batch(
     lock = sql.lock_rooms(len(rooms))
     if lock is not None:
         cursor.execute(lock, rooms)
-    last_seqs: dict[int, int] = {}
-    for start, size in sql.pieces(len(rooms)):
-        some = rooms[start : start + size]
-        counts = [value for room_id in some for value in (room_id, len(new_by_room[room_id]))]
-        cursor.execute(sql.take_seqs(size), [*counts, *some])
-        last_seqs.update(cursor.fetchall())
+    counts = [value for room_id in rooms for value in (room_id, len(new_by_room[room_id]))]
+    cursor.execute(sql.take_seqs(len(rooms)), [*counts, *rooms])
+    last_seqs = dict(cursor.fetchall())
     inserted: dict[int, StoredMessage] = {}  # id(pending) -> its new message
     values: list[Any] = []
     for room_id, pendings in new_by_room.items():
@@ -206,8 +186,7 @@ def store_batch(
             inserted[id(p)] = message
             if p.key is not None:
                 by_nonce[p.key] = message
-    for start, size in sql.pieces(len(inserted)):
-        cursor.execute(sql.insert_messages(size), values[start * 6 : (start + size) * 6])
+    cursor.execute(sql.insert_messages(len(inserted)), values)
     for p in batch:
         # Only a body with an '@' may mention anyone: any other costs no query.
         if id(p) in inserted and "@" in p.body:
@@ -229,11 +208,8 @@ def _already_stored(
     keys = list({p.key for p in batch if p.key is not None})
     if not keys:
         return {}
-    values = [v for key in keys for v in key]
-    found: list[Any] = []
-    for start, size in sql.pieces(len(keys)):
-        cursor.execute(sql.stored_with_nonce(size), values[start * 3 : (start + size) * 3])
-        found += cursor.fetchall()
+    cursor.execute(sql.stored_with_nonce(len(keys)), [v for key in keys for v in key])
+    found = cursor.fetchall()
     rooms = {p.room_id: p.room for p in batch}
     return {
         # As it is now, edited or deleted; its reactions and mentions are not read here

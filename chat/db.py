@@ -30,7 +30,6 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 # -shm files the database file's mode.
 SQLITE_FILE_MODE = 0o600
 SQLITE_SIDE_FILES = ("", "-wal", "-shm", "-journal")
-WRITER_CACHED_STATEMENTS = 256
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
@@ -132,9 +131,6 @@ class ThreadTransactions:
             timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
             uri=bool(self._url.query.get("uri")),
             isolation_level=None,  # Transactions are begun and ended explicitly.
-            # Every text of the writer's statements stays prepared (`chat.batch`: about
-            # 150 at most), with room for the search index's.
-            cached_statements=WRITER_CACHED_STATEMENTS,
         )
         _sqlite_pragmas(conn, None)
         return conn
