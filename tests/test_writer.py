@@ -107,8 +107,8 @@ async def _write_and_read_back(settings: Settings) -> None:
         retry, is_new = await writer.store("beta", rooms[1].id, users[1].id, "bob", "x", "n1")
         assert not is_new and retry == results[1][0]
 
-        # One commit of more rooms and more repeated nonces than one statement takes
-        # on SQLite (`BatchSql.pieces`): every room numbered, every retry found.
+        # One commit of many rooms, new messages and repeated nonces from several
+        # earlier commits together: every room numbered, every retry found.
         more = await seed(engine, [], [f"room{i}" for i in range(19)])
         together = [writer.submit(r.name, r.id, ann.id, "ann", "hi", "n") for r in more]
         together += [
