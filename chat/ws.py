@@ -395,9 +395,9 @@ async def _handle(
         return events.error_frame("unavailable", str(exc), nonce)
     # Read on while the message waits for its commit, so that one client's messages
     # share commits too; the acknowledgement is the broadcast, after the commit.
-    stored.add_done_callback(functools.partial(_acknowledge, connection, nonce))
+    # One callback, not one each: the loop schedules every callback of every message.
+    stored.add_done_callback(functools.partial(_acknowledge, connection, nonce, inflight))
     inflight.add(stored)
-    stored.add_done_callback(inflight.discard)
     if len(inflight) >= MAX_UNCOMMITTED_PER_SOCKET:
         await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
     return None
@@ -437,10 +437,12 @@ async def _change(
 def _acknowledge(
     connection: Connection,
     nonce: str | None,
+    inflight: set[asyncio.Future[tuple[StoredMessage, bool]]],
     stored: asyncio.Future[tuple[StoredMessage, bool]],
 ) -> None:
     """Answer the sender once its message's commit is over. A new message needs nothing
     here: its broadcast, with its nonce, is the acknowledgement."""
+    inflight.discard(stored)
     if stored.cancelled():
         return
     if stored.exception() is not None:

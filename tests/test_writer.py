@@ -107,6 +107,20 @@ async def _write_and_read_back(settings: Settings) -> None:
         retry, is_new = await writer.store("beta", rooms[1].id, users[1].id, "bob", "x", "n1")
         assert not is_new and retry == results[1][0]
 
+        # One commit of many rooms, new messages and repeated nonces from several
+        # earlier commits together: every room numbered, every retry found.
+        more = await seed(engine, [], [f"room{i}" for i in range(19)])
+        together = [writer.submit(r.name, r.id, ann.id, "ann", "hi", "n") for r in more]
+        together += [
+            writer.submit(rooms[i % 3].name, rooms[i % 3].id, users[i % 2].id, "-", "-", f"n{i}")
+            for i in range(21)
+        ]
+        again = await asyncio.gather(*together)
+        assert [(m.room, m.id, is_new) for m, is_new in again[:19]] == [
+            (r.name, 1, True) for r in more
+        ]
+        assert again[19:] == [(m, False) for m, _ in results[:21]]
+
         # What the writer stored reads back the same through the ORM.
         async with session_factory(engine)() as session:
             for index, room in enumerate(rooms):
