@@ -217,12 +217,13 @@ class AlertingLoginThrottle:
     client address and window, however many guesses follow."""
 
     def __init__(self, throttle: LoginThrottle, alerts: Alerts) -> None:
-        self._throttle = throttle
+        # The throttle that decides; this one only tells the admins.
+        self.inner = throttle
         self._alerts = alerts
 
     async def check(self, username_key: str, address: str) -> None:
         try:
-            await self._throttle.check(username_key, address)
+            await self.inner.check(username_key, address)
         except RateLimited:
             account = username_key or "(no such name)"
             self._alerts.raise_(
@@ -233,7 +234,7 @@ class AlertingLoginThrottle:
             raise
 
     async def failed(self, username_key: str, address: str) -> None:
-        await self._throttle.failed(username_key, address)
+        await self.inner.failed(username_key, address)
 
     async def succeeded(self, username_key: str, address: str) -> None:
-        await self._throttle.succeeded(username_key, address)
+        await self.inner.succeeded(username_key, address)

@@ -39,7 +39,7 @@ def test_oversized_sign_ins_are_neither_counted_nor_kept(
     """Oversized usernames are refused before the throttle (400; a body over 64 KiB already gets
     413 unread): they cost it no memory and do not use up the address's allowance."""
     srv = make_server(login_address_failures_burst=3, login_address_failures_per_min=1)
-    throttle = srv.server.config.app.state.services.login_throttle  # type: ignore[union-attr]
+    throttle = srv.server.config.app.state.services.login_throttle.inner  # type: ignore[union-attr]
     kept = len(throttle)
     for i in range(10):
         form = {"username": f"{i}" + "a" * HUGE_NAME_CHARS, "password": "wrong guess"}
