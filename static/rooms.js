@@ -1,7 +1,7 @@
 // The rooms page: the "New message" dialog, and the rooms and DMs that came to be while the
 // page was open (the app shell, static/shell.js, hears of them and keeps every badge live).
 // Every piece of user data goes into the page as text (textContent), never as HTML.
-import { badges } from "/static/shell.js";
+import { badges, roomEntry } from "/static/shell.js";
 
 // The "New message" dialog: the form in it posts to /dms like any form; this only opens and
 // closes it.
@@ -33,14 +33,7 @@ document.addEventListener("chat:room", (event) => {
   if (list.querySelector(`li[data-room="${CSS.escape(view.name)}"]`)) return;
   // A later page of rooms (`?after=`) is in name order: a new room belongs to the first.
   if (view.kind !== "dm" && new URLSearchParams(location.search).has("after")) return;
-  const li = document.createElement("li");
-  li.dataset.room = view.name;
-  li.dataset.kind = view.kind;
-  li.dataset.unread = "0";
-  li.dataset.mentions = "0";
-  const link = document.createElement("a");
-  link.href = `/rooms/${encodeURIComponent(view.name)}`;
-  link.textContent = label;
+  const { li, link } = roomEntry(view, label);
   if (view.kind === "dm") {
     link.className = "dm";
     li.append(link);

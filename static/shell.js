@@ -91,12 +91,9 @@ export async function dmLabel(name) {
 
 // A conversation the user came into while the page was open: listed in the sidebar, in name
 // order; the page's own lists (the rooms page) hear of it by the `chat:room` event.
-async function addEntry(view) {
-  const label = view.kind === "dm" ? await dmLabel(view.name) : `#${view.name}`;
-  document.dispatchEvent(new CustomEvent("chat:room", { detail: { view, label } }));
-  const list = view.kind === "dm" ? sideDms : sideRooms;
-  if (!view.is_member && view.kind !== "dm") return;
-  if (list.querySelector(`li[data-room="${CSS.escape(view.name)}"]`)) return;
+// A list item for a conversation, with its link and no badges yet: the sidebar's and the rooms
+// page's lists are made of these.
+export function roomEntry(view, label) {
   const li = document.createElement("li");
   li.dataset.room = view.name;
   li.dataset.kind = view.kind;
@@ -105,6 +102,16 @@ async function addEntry(view) {
   const link = document.createElement("a");
   link.href = `/rooms/${encodeURIComponent(view.name)}`;
   link.textContent = label;
+  return { li, link };
+}
+
+async function addEntry(view) {
+  const label = view.kind === "dm" ? await dmLabel(view.name) : `#${view.name}`;
+  document.dispatchEvent(new CustomEvent("chat:room", { detail: { view, label } }));
+  const list = view.kind === "dm" ? sideDms : sideRooms;
+  if (!view.is_member && view.kind !== "dm") return;
+  if (list.querySelector(`li[data-room="${CSS.escape(view.name)}"]`)) return;
+  const { li, link } = roomEntry(view, label);
   if (view.name === current) link.setAttribute("aria-current", "page");
   li.append(link, badges());
   list.querySelector("li.empty")?.remove();
