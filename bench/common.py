@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import json
 import secrets
+import select
 import subprocess
 import sys
 import tempfile
@@ -43,6 +44,16 @@ class Server(Protocol):
 def int_list(text: str) -> list[int]:
     """An option's comma-separated numbers."""
     return [int(x) for x in text.split(",")]
+
+
+def read_line(proc: subprocess.Popen[bytes], timeout: float) -> dict[str, Any]:
+    """The next JSON line a load generator process writes, waiting at most `timeout`."""
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    line = proc.stdout.readline() if ready else b""
+    if not line:
+        raise RuntimeError("load generator gave no answer")
+    return json.loads(line)
 
 
 def percentile(values: list[float], q: float) -> float:

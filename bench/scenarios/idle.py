@@ -4,7 +4,6 @@ import argparse
 import asyncio
 import itertools
 import json
-import select
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ from typing import Any
 import orjson
 from websockets.asyncio.client import connect
 
-from bench.common import STEP_ERRORS, chat_cluster, int_list, print_table
+from bench.common import STEP_ERRORS, chat_cluster, int_list, print_table, read_line
 from bench.servers import ChatCluster, rss_bytes
 
 
@@ -34,15 +33,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 SOURCE_ADDRS = [f"127.0.0.{i}" for i in range(2, 10)]
 HOLD_TIMEOUT_SECS = 600.0
-
-
-def read_line(proc: subprocess.Popen[bytes], timeout: float) -> dict[str, Any]:
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    line = proc.stdout.readline() if ready else b""
-    if not line:
-        raise RuntimeError("load generator gave no answer")
-    return json.loads(line)
 
 
 async def admin_stats(cluster: ChatCluster, admin_token: str) -> dict[str, Any]:

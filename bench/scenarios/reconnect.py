@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import json
 import os
-import select
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ import httpx
 import orjson
 from websockets.asyncio.client import connect
 
-from bench.common import STEP_ERRORS, chat_cluster, int_list, print_table
+from bench.common import STEP_ERRORS, chat_cluster, int_list, print_table, read_line
 from bench.servers import ChatCluster, cpu_secs
 
 SOURCE_ADDRS = [f"127.0.0.{i}" for i in range(2, 10)]
@@ -51,15 +50,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=2,
         help="reconnect: load-generator processes the sockets are spread over",
     )
-
-
-def read_line(proc: subprocess.Popen[bytes], timeout: float) -> dict[str, Any]:
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    line = proc.stdout.readline() if ready else b""
-    if not line:
-        raise RuntimeError("load generator gave no answer")
-    return json.loads(line)
 
 
 def send_line(proc: subprocess.Popen[bytes], message: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from bench.common import STEP_ERRORS, chat_cluster, percentile, print_table
-from bench.servers import ChatCluster
+from bench.servers import ChatCluster, cpu_secs
 
 # The rooms of the scenario are named so, in the order of their ids.
 PREFIX = "ub-"
@@ -110,13 +110,6 @@ def _run_sql(cluster: ChatCluster, statements: list[str]) -> None:
     asyncio.run(run())
 
 
-def _cpu_ms(pid: int) -> float:
-    """CPU time the process (all its threads) has used: work done, whatever the load."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
-
-
 def _database_cpu_ms(cluster: ChatCluster) -> float:
     """CPU time PostgreSQL's server processes for the cluster's database have used (0 on
     SQLite, which works inside the chat process)."""
@@ -183,7 +176,10 @@ def unread_scenario(args: argparse.Namespace) -> list[dict[str, Any]]:
                     row["insert_secs"] = time.monotonic() - started
                     params = {"limit": min(args.unread_rooms + 10, 500)}
                     http.get("/api/rooms", params=params, headers=auth).raise_for_status()
-                    cpu = sum(_cpu_ms(pid) for pid in cluster.pids), _database_cpu_ms(cluster)
+                    cpu = (
+                        sum(cpu_secs(pid) * 1000 for pid in cluster.pids),
+                        _database_cpu_ms(cluster),
+                    )
                     times = []
                     for _ in range(args.unread_requests):
                         started = time.monotonic()
@@ -192,7 +188,7 @@ def unread_scenario(args: argparse.Namespace) -> list[dict[str, Any]]:
                         r.raise_for_status()
                     shown = [x for x in r.json() if x["name"].startswith(PREFIX)]
                     row["server_cpu_ms"] = (
-                        sum(_cpu_ms(pid) for pid in cluster.pids) - cpu[0]
+                        sum(cpu_secs(pid) * 1000 for pid in cluster.pids) - cpu[0]
                     ) / args.unread_requests
                     row["db_cpu_ms"] = (_database_cpu_ms(cluster) - cpu[1]) / args.unread_requests
                 times.sort()
