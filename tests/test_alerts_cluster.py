@@ -69,6 +69,7 @@ def test_every_alert_kind_reaches_the_admin_view_of_the_other_node(
         CHAT_PRESENCE_TTL_SECS=str(SHORT_PRESENCE_TTL_SECS),
         CHAT_LOGIN_FAILURES_BURST="2",
         CHAT_ABUSE_MAX_ERRORS="2",
+        CHAT_STATS_PERIOD_SECS="1",
     )
     p1, p2 = cluster.nodes
     admin = cluster.admin
@@ -89,6 +90,20 @@ def test_every_alert_kind_reaches_the_admin_view_of_the_other_node(
     # Both nodes said they joined, each once.
     expected = sorted(f"node {name} joined the cluster" for name in (name1, name2))
     wait_until(lambda: joined() == expected, NOTICE_SECS, "both nodes joined")
+
+    # The dashboard's history, asked of node 2, holds both nodes' points, and totals that
+    # are their sums.
+    def history() -> dict[str, Any]:
+        r = http2.get("/api/admin/stats/history", params={"minutes": 5})
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    wait_until(lambda: sorted(history()["nodes"]) == sorted([name1, name2]), NOTICE_SECS, "history")
+    body = history()
+    both = [{p["ts"]: p["connections"] for p in points} for points in body["nodes"].values()]
+    for total in body["total"]:
+        if all(total["ts"] in points for points in both):
+            assert total["connections"] == sum(points[total["ts"]] for points in both)
 
     view = cluster.ws(p2, "/ws/admin", admin)
     assert recv(view)["type"] == "stats"
