@@ -62,7 +62,7 @@ DEACTIVATED_REASON = "account deactivated"
 # cut short, and on a resume the updates (`chat.ws`).
 WelcomeRead = tuple[int, list[StoredMessage], bool, list[StoredMessage] | None]
 # A token's account and live session, as a socket's admission reads them (`chat.deps`).
-SignIn = tuple[User, signins.LiveSession] | None
+SignInRead = tuple[User, signins.LiveSession] | None
 
 
 def _room_creations(settings: Settings, broker: Broker) -> MessageLimiter:
@@ -116,7 +116,7 @@ class Services:
     # come back with the same `since` at once (`chat.ws`).
     welcome_reads: SharedReads[WelcomeRead] = field(default_factory=SharedReads)
     # A socket's account and session, shared by the sockets of one sign-in that come at once.
-    sign_in_reads: SharedReads[SignIn] = field(default_factory=SharedReads)
+    sign_in_reads: SharedReads[SignInRead] = field(default_factory=SharedReads)
     limiter: MessageLimiter = field(init=False)
     # Socket handshakes per user (`chat.ws` keys them apart from the messages).
     handshakes: MessageLimiter = field(init=False)
