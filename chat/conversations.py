@@ -105,7 +105,7 @@ class Conversations:
         self._publish = publish
         self._publish_control = publish_control
         # Standings read for many sockets at once (`standing`).
-        self._standings: SharedReads[Standing] = SharedReads()
+        self.standing_reads: SharedReads[Standing] = SharedReads()
 
     # -- deciding ------------------------------------------------------------------------
 
@@ -116,7 +116,7 @@ class Conversations:
         ref = await self.rooms.ref(name)
         if shared:
             key = (ref.id, caller.id, caller.is_admin)
-            return await self._standings.read(key, lambda: self._read_standing(caller, ref))
+            return await self.standing_reads.read(key, lambda: self._read_standing(caller, ref))
         return await self._read_standing(caller, ref)
 
     async def _read_standing(self, caller: Caller, ref: RoomRef) -> Standing:
