@@ -558,16 +558,15 @@ def _another_member(room_id: int, user_id: int) -> ColumnElement[bool]:
 async def _standing(
     session: AsyncSession, caller: Caller, room_id: int, name: str, kind: str
 ) -> Standing:
-    # One statement: every round trip to the database counts when thousands of sockets
-    # come back at once.
-    role = (
-        select(Membership.role)
-        .where(Membership.room_id == room_id, Membership.user_id == caller.id)
-        .scalar_subquery()
+    role = await session.scalar(
+        select(Membership.role).where(
+            Membership.room_id == room_id, Membership.user_id == caller.id
+        )
     )
-    banned = exists().where(RoomBan.room_id == room_id, RoomBan.user_id == caller.id)
-    found = (await session.execute(select(role, banned))).one()
-    return Standing(room_id, name, kind, caller.is_admin, found[0], bool(found[1]))
+    banned = await session.scalar(
+        select(RoomBan.user_id).where(RoomBan.room_id == room_id, RoomBan.user_id == caller.id)
+    )
+    return Standing(room_id, name, kind, caller.is_admin, role, banned is not None)  # type: ignore[arg-type]
 
 
 def _room_query(caller: Caller) -> _RoomQuery:
