@@ -17,9 +17,11 @@ that keep a user's sockets up to date about all their rooms (`read`, `activity`,
   reading the rows themselves would cost a page each), `ix_mentions_user_room_seq` the
   mentions.
 - `activity`: no work per recipient per message. A message event only marks its room as
-  active on this process; the first one within a second schedules one flush a second later
-  that looks up the room's local members (cached in memory, kept current by member events)
-  and counts for all of them in one query.
+  active on this process; the first one within a second schedules one flush a second later,
+  for every room marked by then, that looks up each room's local members (cached in memory,
+  kept current by member events) and counts for all of them in one query per room. Each
+  socket gets its frames of the flush in one write: a user with sockets in many rooms is
+  written to once a second, not once per room.
 """
 
 import asyncio
@@ -38,6 +40,7 @@ from chat.events import ActivityFrame, ReadFrame, RoomEvent, RoomFrame
 from chat.hub import Connection, Hub, kick_where
 from chat.models import Membership, Mention, Message, ReadMarker, Room, User
 from chat.rooms import RoomDirectory
+from chat.transport import wire_frame
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,8 @@ ACTIVITY_INTERVAL_SECS = 1.0
 # Rooms whose members a process keeps in memory; past it, the longest kept is read anew
 # when it is next needed.
 MEMBER_CACHE_ROOMS = 2000
+# Sockets written to between two yields to the event loop when a flush sends its frames.
+SEND_CHUNK = 500
 
 
 # -- read markers --------------------------------------------------------------------------
@@ -254,6 +259,8 @@ class Attention:
         # The members (usernames) of rooms that had activity here, kept current by member
         # events; a room's entry is read on its first flush.
         self._members: dict[str, set[str]] = {}
+        # The next flush, for every room pending by then.
+        self._tick: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     # Called for every batch of events from the broker: constant work per event.
@@ -273,49 +280,85 @@ class Attention:
         if not self._hub.connections and not self._me.count_any():
             return  # Nobody here to tell.
         self._pending[room] = message_id
-        asyncio.get_running_loop().call_later(self._interval, self._start_flush, room)
+        if self._tick is None:
+            # One tick for every room: a socket gets its frames of all rooms in one write.
+            # Ticks are at least an interval apart, so each room's frames are too.
+            self._tick = asyncio.get_running_loop().call_later(self._interval, self._start_flush)
 
-    def _start_flush(self, room: str) -> None:
-        last = self._pending.pop(room, None)
-        if last is None:
+    def _start_flush(self) -> None:
+        self._tick = None
+        rooms, self._pending = self._pending, {}
+        if not rooms:
             return
-        task = asyncio.create_task(self._flush(room, last))
+        task = asyncio.create_task(self._flush(rooms))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _flush(self, room: str, last_message_id: int) -> None:
-        try:
-            members = self._members.get(room)
-            if members is None:
-                members = await self._load_members(room)
-            # The room's members with a socket here: work in the room's size, not the server's.
-            interested = [u for u in members if self._hub.user_connections(u) or self._me.count(u)]
-            ids: dict[int, str] = {}
-            for user in interested:
-                sockets = [c for c in self._hub.of_user(user) if c.room != room]
-                sockets += self._me.of_user(user)
-                if sockets:
-                    ids[sockets[0].user_id] = user
-            if not ids:
-                return
-            room_id = await self._rooms.id_of(room)
-            async with self._sessions() as session:
-                counts = await counts_for_users(session, room_id, list(ids))
-        except Exception as exc:  # The database may be briefly away; the next one tells.
-            log.warning("activity of %s not sent: %s", room, exc)
-            return
-        for user_id, (unread, mentions) in counts.items():
-            user = ids[user_id]
-            frame: ActivityFrame = {
-                "type": "activity",
-                "room": room,
-                "last_message_id": last_message_id,
-                "unread": unread,
-                "mentions": mentions,
-            }
-            payload = events.encode(frame)
-            _push((c for c in self._hub.of_user(user) if c.room != room), payload)
-            _push(self._me.of_user(user), payload)
+    async def _flush(self, rooms: dict[str, int]) -> None:
+        """Count for the rooms' members with a socket here, and send each socket its rooms'
+        `activity` frames in one write."""
+        # Per user: (the room, its frame) for each room of the tick that has news for them.
+        frames: dict[str, list[tuple[str, bytes]]] = {}
+        for room, last_message_id in rooms.items():
+            try:
+                counts = await self._count(room)
+            except Exception as exc:  # The database may be briefly away; the next one tells.
+                log.warning("activity of %s not sent: %s", room, exc)
+                continue
+            for user, (unread, mentions) in counts.items():
+                frame: ActivityFrame = {
+                    "type": "activity",
+                    "room": room,
+                    "last_message_id": last_message_id,
+                    "unread": unread,
+                    "mentions": mentions,
+                }
+                frames.setdefault(user, []).append((room, events.encode(frame)))
+        await self._send(frames)
+
+    async def _count(self, room: str) -> dict[str, tuple[int, int]]:
+        """(unread, mentions) in the room of its members with a socket here not looking at
+        it, by username."""
+        members = self._members.get(room)
+        if members is None:
+            members = await self._load_members(room)
+        # The room's members with a socket here: work in the room's size, not the server's.
+        interested = [u for u in members if self._hub.user_connections(u) or self._me.count(u)]
+        ids: dict[int, str] = {}
+        for user in interested:
+            sockets = [c for c in self._hub.of_user(user) if c.room != room]
+            sockets += self._me.of_user(user)
+            if sockets:
+                ids[sockets[0].user_id] = user
+        if not ids:
+            return {}
+        room_id = await self._rooms.id_of(room)
+        async with self._sessions() as session:
+            counts = await counts_for_users(session, room_id, list(ids))
+        return {ids[user_id]: found for user_id, found in counts.items()}
+
+    async def _send(self, frames: dict[str, list[tuple[str, bytes]]]) -> None:
+        """Each user's frames to each of their sockets but for the room it looks at, in
+        chunks: a storm's thousands of sockets are not written to in one step of the loop."""
+        written = 0
+        for user, theirs in frames.items():
+            # The sockets of one room get the same frames: encoded once for all of them.
+            wires: dict[str, tuple[list[bytes], bytes]] = {}
+            sockets = [*self._hub.of_user(user), *self._me.of_user(user)]
+            for connection in sockets:
+                found = wires.get(connection.room)
+                if found is None:
+                    payloads = [payload for room, payload in theirs if room != connection.room]
+                    found = wires[connection.room] = (
+                        payloads,
+                        b"".join(wire_frame(payload) for payload in payloads),
+                    )
+                payloads, wire = found
+                if payloads and connection.close_code is None:
+                    connection.push_unnumbered(payloads, wire)
+                    written += 1
+                    if written % SEND_CHUNK == 0:
+                        await asyncio.sleep(0)
 
     async def _load_members(self, room: str) -> set[str]:
         room_id = await self._rooms.id_of(room)
@@ -366,6 +409,8 @@ class Attention:
             _push(self._me.of_user(user), payload)
 
     async def stop(self) -> None:
+        if self._tick is not None:
+            self._tick.cancel()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):

@@ -36,7 +36,8 @@ from chat.fields import Role, is_valid_username
 from chat.models import Membership, Message, Room, RoomBan, User
 from chat.presence import Presence
 from chat.ratelimit import MessageLimiter
-from chat.rooms import ROOMS_DEFAULT_LIMIT, RoomDirectory
+from chat.rooms import ROOMS_DEFAULT_LIMIT, RoomDirectory, RoomRef
+from chat.shared_reads import SharedReads
 
 KICKED_REASON = "removed from the room"
 BANNED_REASON = "banned from the room"
@@ -103,19 +104,31 @@ class Conversations:
         self._presence = presence
         self._publish = publish
         self._publish_control = publish_control
+        # Standings read for many sockets at once (`standing`).
+        self.standing_reads: SharedReads[Standing] = SharedReads()
 
     # -- deciding ------------------------------------------------------------------------
 
-    async def standing(self, caller: Caller, name: str) -> Standing:
-        """The caller's place in the room; RoomNotFound if there is no such room."""
+    async def standing(self, caller: Caller, name: str, shared: bool = False) -> Standing:
+        """The caller's place in the room; RoomNotFound if there is no such room. `shared`:
+        from a read shared with the caller's other askers of the moment, each one's read
+        starting after it asked (a reconnect storm's sockets of one user and room)."""
         ref = await self.rooms.ref(name)
-        async with self._sessions() as session:
-            return await _standing(session, caller, ref.id, name, ref.kind)
+        if shared:
+            key = (ref.id, caller.id, caller.is_admin)
+            return await self.standing_reads.read(key, lambda: self._read_standing(caller, ref))
+        return await self._read_standing(caller, ref)
 
-    async def require(self, caller: Caller, name: str, action: Action) -> Standing:
+    async def _read_standing(self, caller: Caller, ref: RoomRef) -> Standing:
+        async with self._sessions() as session:
+            return await _standing(session, caller, ref.id, ref.name, ref.kind)
+
+    async def require(
+        self, caller: Caller, name: str, action: Action, shared: bool = False
+    ) -> Standing:
         """The caller's standing, if they may do `action` in the room; else RoomNotFound
-        (also for a room they may not know of) or Forbidden."""
-        standing = await self.standing(caller, name)
+        (also for a room they may not know of) or Forbidden. `shared`: see `standing`."""
+        standing = await self.standing(caller, name, shared)
         access.check(standing, action)
         return standing
 

@@ -1,5 +1,6 @@
 """Request dependencies: the services, a database session, and who is asking."""
 
+import functools
 import math
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -7,12 +8,13 @@ from typing import Annotated, NamedTuple
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import HTTPConnection
 
 from chat import signins
 from chat.errors import RateLimited
-from chat.models import User
+from chat.models import SignIn, User
 from chat.security import (
     InvalidToken,
     TokenClaims,
@@ -20,7 +22,7 @@ from chat.security import (
     decode_access_token,
     token_keys_match,
 )
-from chat.services import Services
+from chat.services import Services, SignInRead
 
 ACCESS_COOKIE = "access_token"
 CSRF_COOKIE = "csrf_token"
@@ -53,33 +55,51 @@ class Authenticated(NamedTuple):
 
 
 async def authenticate_token(
-    services: Services, token: str | None, renewable: bool = False
+    services: Services, token: str | None, renewable: bool = False, shared: bool = False
 ) -> Authenticated | None:
     """Who a valid access token names, its claims and its live session; None for any refused
     token. `renewable` also accepts an expired token of a live browser session: the
-    server renews those (a browser's cookie, never a bearer token)."""
+    server renews those (a browser's cookie, never a bearer token). `shared`: the account
+    and session are read once for the askers of the moment with the same session, each
+    one's read starting after it asked (a reconnect storm's sockets of one sign-in)."""
     if not token:
         return None
     try:
         claims = decode_access_token(token, services.signing_key, verify_exp=not renewable)
     except InvalidToken:
         return None
-    async with services.sessions() as session:
-        user = await session.get(User, claims.user_id)
-        # Deactivation rotates the key as well; the flag also refuses a token issued with the
-        # new key by any door.
-        if (
-            user is None
-            or not user.is_active
-            or not token_keys_match(user.token_key, claims.token_key)
-        ):
-            return None
-        live = await signins.use(session, claims.session_id, user, services.session_life)
-    if live is None:
+    key = (claims.user_id, claims.session_id, claims.token_key)
+    read = functools.partial(_read_sign_in, services, *key)
+    found = await (services.sign_in_reads.read(key, read) if shared else read())
+    if found is None:
         return None
+    user, live = found
     if live.kind != signins.BROWSER and claims.expires_at <= datetime.now(UTC):
         return None
     return Authenticated(user, claims, live)
+
+
+async def _read_sign_in(
+    services: Services, user_id: int, session_id: str, token_key: str
+) -> SignInRead:
+    """The account and its live session, counted as used now, if a token of theirs with
+    `token_key` is good; else None."""
+    # The account and the session in one statement: a storm's sockets read them by the
+    # thousand, and each statement is several round trips to SQLite's thread.
+    query = (
+        select(User, SignIn).outerjoin(SignIn, SignIn.id == session_id).where(User.id == user_id)
+    )
+    async with services.sessions() as session:
+        found = (await session.execute(query)).first()
+        if found is None:
+            return None
+        user, row = found
+        # Deactivation rotates the key as well; the flag also refuses a token issued with the
+        # new key by any door.
+        if not user.is_active or not token_keys_match(user.token_key, token_key):
+            return None
+        live = await signins.use_row(session, row, user, services.session_life)
+    return None if live is None else (user, live)
 
 
 async def user_for_token(services: Services, token: str | None) -> User | None:

@@ -128,6 +128,15 @@ class Connection:
             return
         self._write(self.direct, wire)
 
+    def push_unnumbered(self, payloads: list[bytes], wire: bytes) -> None:
+        """Send frames outside the room's sequence (numbered 0); `wire` is all their
+        frames, sent in one write."""
+        if self.direct is None:
+            for payload in payloads:
+                self.push((0, payload))
+            return
+        self._write(self.direct, wire)
+
     def _write(self, sink: DirectSink, wire: bytes) -> None:
         buffered = sink.write(wire)
         if buffered is None:
@@ -153,8 +162,14 @@ class Connection:
             self.sender = asyncio.create_task(self._send_forever())
             return
         self.direct = sink
-        for frame in pending:
-            self.push(frame)
+        # In one write: under a storm a socket may have dozens waiting (presence frames).
+        wire = b"".join(
+            wire_frame(payload)
+            for message_id, payload in pending
+            if not message_id or message_id > self.floor
+        )
+        if wire:
+            self._write(sink, wire)
 
     def kick(self, code: int, reason: str) -> None:
         """End this connection with `code`: its handler stops reading and calls `close`."""

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, TypeVar
 
 from jose import JWTError, jwt
@@ -247,37 +247,51 @@ def create_access_token(
     return token
 
 
+# Tokens whose signature and claims were checked lately: a reconnect storm presents each
+# token by the hundred, and checking a signature again gives the same answer. Only good
+# tokens are kept (a refused one raises, which the cache does not keep); time is checked on
+# every use.
+VERIFIED_TOKENS_KEPT = 4096
+
+
 def decode_access_token(token: str, key: str, verify_exp: bool = True) -> TokenClaims:
     """The token's claims, or InvalidToken. `verify_exp=False` accepts an expired token
     (signature and all else checked): a browser session's cookie is renewed from it."""
+    claims = _verified_claims(token, key)
+    now = datetime.now(UTC)
+    # python-jose's test, to the whole second: expired once `exp` is before now.
+    if verify_exp and claims.expires_at < now.replace(microsecond=0):
+        raise InvalidToken("Signature has expired.")
+    # python-jose checks `exp` but not an `iat` from the future.
+    if claims.issued_at > now + timedelta(seconds=30):
+        raise InvalidToken("token used before issued")
+    return claims
+
+
+@lru_cache(maxsize=VERIFIED_TOKENS_KEPT)
+def _verified_claims(token: str, key: str) -> TokenClaims:
+    """The claims of a token signed with `key` and well formed, expired or not."""
     try:
         claims = jwt.decode(
             token,
             key,
             algorithms=[JWT_ALGORITHM],
-            # python-jose turns `require_exp` into `verify_exp`; an `exp` not required here
-            # is still required below.
-            options={
-                "require_sub": True,
-                "require_exp": verify_exp,
-                "require_iat": True,
-                "verify_exp": verify_exp,
-            },
+            # `exp` is checked by the caller, at every use; it is required below.
+            options={"require_sub": True, "require_iat": True, "verify_exp": False},
         )
         header = jwt.get_unverified_header(token)
     except JWTError as exc:
         raise InvalidToken(str(exc)) from None
     if header.get("alg") != JWT_ALGORITHM:
         raise InvalidToken("unexpected algorithm")
+    if "nbf" in claims:
+        # Never issued here; its test would depend on the time, which a kept answer cannot.
+        raise InvalidToken("unexpected claim nbf")
     sub, iat, exp = claims.get("sub"), claims.get("iat"), claims.get("exp")
     if not isinstance(sub, str) or not sub.isdigit():
         raise InvalidToken("invalid subject")
     if not isinstance(iat, int | float) or not isinstance(exp, int | float):
         raise InvalidToken("invalid timestamps")
-    issued_at = datetime.fromtimestamp(iat, UTC)
-    # python-jose checks `exp` but not an `iat` from the future.
-    if issued_at > datetime.now(UTC) + timedelta(seconds=30):
-        raise InvalidToken("token used before issued")
     token_id = claims.get("jti")
     if token_id is not None and (not isinstance(token_id, str) or len(token_id) > 64):
         raise InvalidToken("invalid token id")
@@ -287,8 +301,14 @@ def decode_access_token(token: str, key: str, verify_exp: bool = True) -> TokenC
     session_id = claims.get(SESSION_CLAIM)
     if not isinstance(session_id, str) or not session_id or len(session_id) > 32:
         raise InvalidToken("missing or invalid session")
-    expires_at = datetime.fromtimestamp(exp, UTC)
-    return TokenClaims(int(sub), issued_at, expires_at, token_id or "", token_key, session_id)
+    return TokenClaims(
+        int(sub),
+        datetime.fromtimestamp(iat, UTC),
+        datetime.fromtimestamp(exp, UTC),
+        token_id or "",
+        token_key,
+        session_id,
+    )
 
 
 def new_csrf_token() -> str:

@@ -61,6 +61,8 @@ DEACTIVATED_REASON = "account deactivated"
 # What a socket's welcome reads: the room's newest seq, the history, whether that was
 # cut short, and on a resume the updates (`chat.ws`).
 WelcomeRead = tuple[int, list[StoredMessage], bool, list[StoredMessage] | None]
+# A token's account and live session, as a socket's admission reads them (`chat.deps`).
+SignInRead = tuple[User, signins.LiveSession] | None
 
 
 def _room_creations(settings: Settings, broker: Broker) -> MessageLimiter:
@@ -113,6 +115,8 @@ class Services:
     # A welcome's reads (newest seq, history, updates), shared by a room's sockets that
     # come back with the same `since` at once (`chat.ws`).
     welcome_reads: SharedReads[WelcomeRead] = field(default_factory=SharedReads)
+    # A socket's account and session, shared by the sockets of one sign-in that come at once.
+    sign_in_reads: SharedReads[SignInRead] = field(default_factory=SharedReads)
     limiter: MessageLimiter = field(init=False)
     # Socket handshakes per user (`chat.ws` keys them apart from the messages).
     handshakes: MessageLimiter = field(init=False)

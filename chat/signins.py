@@ -80,8 +80,14 @@ async def start(
 
 async def use(db: AsyncSession, session_id: str, user: User, life: timedelta) -> LiveSession | None:
     """The session if it is live, counted as used now; None otherwise."""
+    return await use_row(db, await db.get(SignIn, session_id), user, life)
+
+
+async def use_row(
+    db: AsyncSession, row: SignIn | None, user: User, life: timedelta
+) -> LiveSession | None:
+    """`use` of a session row already read in `db`."""
     now = utcnow()
-    row = await db.get(SignIn, session_id)
     if row is None or not _is_live(row, user, life, now):
         return None
     if now - row.last_used_at >= TOUCH_INTERVAL:

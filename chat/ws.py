@@ -85,7 +85,7 @@ async def _authenticate(websocket: WebSocket, services: Services) -> Authenticat
     token, from_cookie = _token(websocket)
     # A browser session's cookie is as good as the renewal the page's next request would
     # get: a socket that reconnects after the access token expired gets in.
-    return await authenticate_token(services, token, renewable=from_cookie)
+    return await authenticate_token(services, token, renewable=from_cookie, shared=True)
 
 
 async def _admit(websocket: WebSocket, services: Services) -> Authenticated:
@@ -157,7 +157,7 @@ async def room_socket(websocket: WebSocket) -> None:
         found = await _admit(websocket, services)
         user = found.user
         try:
-            standing = await services.conversations.require(user, name, Action.READ)
+            standing = await services.conversations.require(user, name, Action.READ, shared=True)
         except RoomNotFound:
             # Also a private room or DM the user is not in: it does not exist for them.
             raise Refused(CloseCode.NOT_FOUND, "unknown room") from None

@@ -3,6 +3,7 @@
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -353,3 +354,19 @@ def test_hashing_on_the_loop_is_caught(
     lag = loop_lag_during_logins(server, account)
     assert server.thread.ident in threads, "checks on the loop went unseen"
     assert lag >= MAX_LOOP_LAG_MS, f"blocking hashing went unnoticed: {lag:.0f} ms"
+
+
+def test_a_token_checked_before_is_still_refused_once_it_expires() -> None:
+    """A token's signature is checked once and its answer kept, but its time is checked at
+    every use: good while it lasts (the control), refused after, still readable for a
+    renewal; another key refuses it although the first key's answer is kept."""
+    key = "k" * 32
+    token = security.create_access_token(7, "tk", key, timedelta(seconds=1), "sid")
+    assert security.decode_access_token(token, key).user_id == 7
+    assert security.decode_access_token(token, key).session_id == "sid"
+    time.sleep(2.1)
+    with pytest.raises(security.InvalidToken):
+        security.decode_access_token(token, key)
+    assert security.decode_access_token(token, key, verify_exp=False).user_id == 7
+    with pytest.raises(security.InvalidToken):
+        security.decode_access_token(token, "x" * 32, verify_exp=False)

@@ -60,3 +60,38 @@ def test_a_storm_of_resumes_shares_reads_and_misses_nothing(make_server: Any) ->
     assert reads.asked - asked_before == SOCKETS
     # Positive control of the sharing: fewer reads than sockets.
     assert reads.reads - reads_before < SOCKETS
+
+
+async def _welcome_user(server: Server, account: Account, room: str) -> str:
+    """Who a new socket of `account` is welcomed as."""
+    async with connect(
+        f"{server.ws_url}/ws/rooms/{room}", additional_headers=account.headers, open_timeout=30
+    ) as ws:
+        while True:
+            frame: dict[str, Any] = orjson.loads(await asyncio.wait_for(ws.recv(), 30))
+            if frame["type"] == "welcome":
+                return str(frame["user"])
+
+
+async def _two_storms(server: Server, amy: Account, bob: Account, room: str) -> list[str]:
+    each = [amy, bob] * (SOCKETS // 2)
+    return list(await asyncio.gather(*(_welcome_user(server, a, room) for a in each)))
+
+
+def test_sockets_of_one_sign_in_share_its_reads_and_no_one_elses(make_server: Any) -> None:
+    """Sockets that come at once read their account, session and standing in the room
+    together when they are of one sign-in: fewer reads than sockets (the sharing's positive
+    control), and every socket welcomed as its own user although two users' sockets come
+    interleaved."""
+    server: Server = make_server(max_connections_per_user=SOCKETS, ws_handshakes_burst=SOCKETS)
+    amy, bob = server.register(), server.register()
+    room = server.create_room(amy)
+    services = server.server.config.app.state.services  # type: ignore[union-attr]
+    sign_ins, standings = services.sign_in_reads, services.conversations.standing_reads
+    before = sign_ins.reads, sign_ins.asked, standings.reads, standings.asked
+    welcomed = asyncio.run(_two_storms(server, amy, bob, room))
+    assert welcomed == [amy.username, bob.username] * (SOCKETS // 2)
+    assert sign_ins.asked - before[1] == SOCKETS
+    assert standings.asked - before[3] == SOCKETS
+    assert sign_ins.reads - before[0] < SOCKETS
+    assert standings.reads - before[2] < SOCKETS

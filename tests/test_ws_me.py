@@ -201,6 +201,31 @@ def test_activity_comes_at_most_once_a_second_per_room(server: Server) -> None:
     assert got[-1][1]["unread"] == len(posted)
 
 
+def test_activity_of_several_rooms_comes_in_one_flush(server: Server) -> None:
+    """Rooms that had messages within the same second are told of in one flush: a message
+    in one room, and 0.4 s later one in another, reach the user's `/ws/me` and their socket
+    of a third room as two `activity` frames that arrive together, not 0.4 s apart (a
+    flush per room would keep the gap); both arrive (the positive control)."""
+    amy, bob = server.register(), server.register()
+    first, second, third = (server.create_room(amy) for _ in range(3))
+    for room in (first, second, third):
+        join(server, bob, room)
+    with (
+        me(server, bob) as mine,
+        server.ws(f"/ws/rooms/{third}", bob) as there,
+        ThreadPoolExecutor(2) as pool,
+    ):
+        welcome(there)
+        listening = [pool.submit(frames_for, ws, 3.0) for ws in (mine, there)]
+        say(server, amy, first)
+        time.sleep(0.4)
+        say(server, amy, second)
+        for heard in listening:
+            got = {f["room"]: at for at, f in heard.result() if f["type"] == "activity"}
+            assert set(got) == {first, second}, got
+            assert abs(got[first] - got[second]) < 0.15, got
+
+
 def test_membership_and_room_changes_reach_the_users_me_socket(server: Server) -> None:
     """`/ws/me` hears of the user's own memberships (`member` join and kick) and of rooms
     they can see as `room` frames: a private room they were added to (`added`), its topic
