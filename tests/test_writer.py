@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import json
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -9,11 +10,10 @@ from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chat import messages
-from chat.batch import BatchSql
+from chat.batch import SQLITE_FIND_NONCES
 from chat.db import (
     AsyncTransactions,
     Transactions,
@@ -136,14 +136,57 @@ def test_writer_numbers_each_room_in_order_and_stores_each_nonce_once(tmp_path: 
         asyncio.run(_write_and_read_back(settings))
 
 
+# Text that a batch's encoding must carry unchanged: quotes, backslashes, escapes spelt out,
+# control characters, line separators, astral characters, right-to-left text and 4,000
+# characters; a nonce of the same kinds.
+AWKWARD_BODIES = [
+    'say "hi" \\ and \\u0041 and \\n, literally',
+    "tab\tnew\nline\r\x01\x1f\x7f end",
+    "\u2028\u2029 separators, \ufeff BOM, \u200d joiner",
+    "astral 😀👩‍💻🏳️‍🌈 and 𝔘𝔫𝔦𝔠𝔬𝔡𝔢",
+    "עברית עם English, العربية",
+    '[1, 2] {"json": null} \'); DROP TABLE messages; --',
+    "x" * 4000,
+    "9223372036854775807",
+    "null",
+]
+
+
+async def _awkward(settings: Settings) -> None:
+    async with writing(settings) as (engine, writer, _announced):
+        user, room = await seed(engine, ["ann"], ["r"])
+        results = await asyncio.gather(
+            *(
+                writer.submit("r", room.id, user.id, "ann", body, f'n"\\{i}😀')
+                for i, body in enumerate(AWKWARD_BODIES)
+            ),
+            writer.submit("r", room.id, user.id, "ann", "no nonce", None),
+        )
+        assert [m.body for m, _ in results] == [*AWKWARD_BODIES, "no nonce"]
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(text("SELECT seq, body, nonce FROM messages ORDER BY seq"))
+            ).all()
+        assert [tuple(row) for row in rows] == [
+            *((i + 1, body, f'n"\\{i}😀') for i, body in enumerate(AWKWARD_BODIES)),
+            (len(AWKWARD_BODIES) + 1, "no nonce", None),
+        ]
+        # Each nonce is found again as it was stored: a retry gets the stored message.
+        again, is_new = await writer.store("r", room.id, user.id, "ann", "retry", 'n"\\3😀')
+        assert not is_new and (again.id, again.body) == (4, AWKWARD_BODIES[3])
+
+
+def test_any_text_is_stored_exactly_as_sent(tmp_path: Path) -> None:
+    with migrated(tmp_path) as settings:
+        asyncio.run(_awkward(settings))
+
+
 def test_nonce_lookup_uses_the_unique_index_on_sqlite(tmp_path: Path) -> None:
     # A scan here costs each commit time in proportion to all messages ever stored.
     migrate(Settings(data_dir=tmp_path, database_url=""))
-    sql = BatchSql(sqlite.dialect())
+    keys = json.dumps([[1, 1, "a"], [2, 1, "b"], [3, 2, "c"]])
     with sqlite3.connect(tmp_path / "chat.db") as conn:
-        plan = conn.execute(
-            "EXPLAIN QUERY PLAN " + sql.stored_with_nonce(3), [1, 1, "a", 2, 1, "b", 3, 2, "c"]
-        ).fetchall()
+        plan = conn.execute("EXPLAIN QUERY PLAN " + SQLITE_FIND_NONCES, [keys]).fetchall()
     details = [row[-1] for row in plan]
     assert any("USING INDEX uq_messages_room_user_nonce" in d for d in details), details
     assert not any(d.startswith("SCAN m") for d in details), details
