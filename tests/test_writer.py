@@ -143,7 +143,8 @@ AWKWARD_BODIES = [
     'say "hi" \\ and \\u0041 and \\n, literally',
     "tab\tnew\nline\r\x01\x1f\x7f end",
     "\u2028\u2029 separators, \ufeff BOM, \u200d joiner",
-    "astral 😀👩‍💻🏳️‍🌈 and 𝔘𝔫𝔦𝔠𝔬𝔡𝔢",
+    "astral \U0001f600\U0001f469\u200d\U0001f4bb\U0001f3f3\ufe0f\u200d\U0001f308"
+    " and \U0001d518\U0001d52b\U0001d526",
     "עברית עם English, العربية",
     '[1, 2] {"json": null} \'); DROP TABLE messages; --',
     "x" * 4000,
@@ -190,6 +191,26 @@ def test_nonce_lookup_uses_the_unique_index_on_sqlite(tmp_path: Path) -> None:
     details = [row[-1] for row in plan]
     assert any("USING INDEX uq_messages_room_user_nonce" in d for d in details), details
     assert not any(d.startswith("SCAN m") for d in details), details
+
+
+def test_changed_messages_are_found_through_the_index_of_changed_messages_alone(
+    tmp_path: Path,
+) -> None:
+    # Only changed messages are in it, so that storing a message costs no entry there; a
+    # resume's `change_seq > since` must still be answered from it, not by a scan.
+    migrate(Settings(data_dir=tmp_path, database_url=""))
+    with sqlite3.connect(tmp_path / "chat.db") as conn:
+        (sql,) = conn.execute(
+            "SELECT sql FROM sqlite_master WHERE name = 'ix_messages_room_change'"
+        ).fetchone()
+        plan = conn.execute(
+            "EXPLAIN QUERY PLAN SELECT seq FROM messages"
+            " WHERE room_id = ? AND seq <= ? AND change_seq > ?",
+            [1, 5, 5],
+        ).fetchall()
+    assert sql.endswith("WHERE change_seq IS NOT NULL"), sql
+    details = [row[-1] for row in plan]
+    assert any("USING INDEX ix_messages_room_change" in d for d in details), details
 
 
 async def _outage(settings: Settings) -> None:
