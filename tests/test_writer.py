@@ -99,6 +99,7 @@ async def _write_and_read_back(settings: Settings) -> None:
         assert all(is_new for _, is_new in results[:300])
         repeat, is_new = results[300]
         assert not is_new and repeat == results[0][0]
+        await writer.announced()
         assert sorted((m.room, m.id) for m in announced) == sorted(
             (m.room, m.id) for m, _ in results[:300]
         ), "each new message announced once; the repeat not at all"
@@ -324,6 +325,8 @@ async def _race_on_one_nonce(settings: Settings) -> None:
         assert is_new and stored.id == 1
         assert not again_new and again == stored, "the second writer answers with the first's"
         assert following_new and following.id == 2, "the rest of its batch is stored, no gap"
+        await first.announced()
+        await second.announced()
         assert [m.id for m in announced] == [1, 2]
     finally:
         first_transactions.release.set()
