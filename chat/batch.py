@@ -3,6 +3,11 @@
 The message writer hands a batch of pending messages to `store_batch`, which runs
 inside one transaction on a DB-API cursor: it looks up repeated nonces, takes each
 room's next sequence numbers, and inserts the new rows.
+
+On SQLite each of those statements takes the whole batch as one JSON parameter, read with
+`json_each`: one text per statement whatever the batch's size, so that each stays
+prepared, and the rows are taken apart by SQLite itself, which does it without holding
+Python's interpreter. Elsewhere the rows are the statements' own parameters.
 """
 
 import asyncio
@@ -11,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy.engine.interfaces import Dialect
 
 from chat import mentions
@@ -131,6 +137,71 @@ class BatchSql:
             f" VALUES {self._rows(count, 6)}"
         )
 
+    def find_nonces(self, cursor: Any, keys: list[tuple[int, int, str]]) -> list[Any]:
+        """The stored messages with these (room id, user id, nonce) keys, as rows of
+        room_id, user_id, nonce, seq, body, ts, username, edited_at, deleted."""
+        if self._is_sqlite:
+            cursor.execute(SQLITE_FIND_NONCES, [_json(keys)])
+        else:
+            cursor.execute(self.stored_with_nonce(len(keys)), [v for key in keys for v in key])
+        return list(cursor.fetchall())
+
+    def take_seqs_of(self, cursor: Any, counts: dict[int, int]) -> dict[int, int]:
+        """Advance each room's sequence by its count; each room's new last number. The
+        rooms are locked first (PostgreSQL; SQLite's BEGIN IMMEDIATE took the file)."""
+        rooms = sorted(counts)
+        if self._is_sqlite:
+            cursor.execute(_SQLITE_TAKE_SEQS, [_json([[r, counts[r]] for r in rooms])])
+            # Read back in one row: each row a statement returns is a step of SQLite's,
+            # and each step gives up the interpreter, which this thread must wait to get back.
+            cursor.execute(_SQLITE_LAST_SEQS, [_json(rooms)])
+            found: dict[str, int] = orjson.loads(cursor.fetchone()[0])
+            return {int(room_id): seq for room_id, seq in found.items()}
+        lock = self.lock_rooms(len(rooms))
+        if lock is not None:
+            cursor.execute(lock, rooms)
+        values = [value for room_id in rooms for value in (room_id, counts[room_id])]
+        cursor.execute(self.take_seqs(len(rooms)), [*values, *rooms])
+        return dict(cursor.fetchall())
+
+    def insert(self, cursor: Any, rows: list[tuple[Any, ...]]) -> None:
+        """Insert messages: rows of room_id, seq, user_id, body, nonce, ts (as `ts_in`
+        gives it)."""
+        if self._is_sqlite:
+            cursor.execute(_SQLITE_INSERT, [_json(rows)])
+        else:
+            cursor.execute(self.insert_messages(len(rows)), [v for row in rows for v in row])
+
+
+# Each element of the JSON parameter is an array; `json_extract(value, '$[N]')` is its
+# Nth item as an SQL value (text unescaped, null as NULL). `->>` would need SQLite 3.38.
+def _item(n: int) -> str:
+    return f"json_extract(k.value, '$[{n}]')"
+
+
+# The keys drive the join (CROSS JOIN keeps that order), each looked up in the unique index.
+SQLITE_FIND_NONCES = (
+    "SELECT m.room_id, m.user_id, m.nonce, m.seq, m.body, m.ts, u.username,"
+    " m.edited_at, m.deleted"
+    " FROM json_each(?) AS k CROSS JOIN messages AS m JOIN users AS u ON u.id = m.user_id"
+    f" WHERE m.room_id = {_item(0)} AND m.user_id = {_item(1)} AND m.nonce = {_item(2)}"
+)
+_SQLITE_TAKE_SEQS = (
+    f"UPDATE rooms SET last_seq = last_seq + {_item(1)} FROM json_each(?) AS k"
+    f" WHERE rooms.id = {_item(0)}"
+)
+_SQLITE_LAST_SEQS = (
+    "SELECT json_group_object(id, last_seq) FROM rooms WHERE id IN (SELECT value FROM json_each(?))"
+)
+_SQLITE_INSERT = (
+    "INSERT INTO messages (room_id, seq, user_id, body, nonce, ts)"
+    f" SELECT {', '.join(_item(n) for n in range(6))} FROM json_each(?) AS k"
+)
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
 
 def _same(value: Any) -> Any:
     return value
@@ -169,24 +240,21 @@ def store_batch(
         new_by_room.setdefault(pending.room_id, []).append(pending)
     if not new_by_room:
         return [(by_nonce[p.key], False) for p in batch if p.key is not None]
-    rooms = sorted(new_by_room)
-    lock = sql.lock_rooms(len(rooms))
-    if lock is not None:
-        cursor.execute(lock, rooms)
-    counts = [value for room_id in rooms for value in (room_id, len(new_by_room[room_id]))]
-    cursor.execute(sql.take_seqs(len(rooms)), [*counts, *rooms])
-    last_seqs = dict(cursor.fetchall())
+    last_seqs = sql.take_seqs_of(
+        cursor, {room_id: len(pendings) for room_id, pendings in new_by_room.items()}
+    )
     inserted: dict[int, StoredMessage] = {}  # id(pending) -> its new message
-    values: list[Any] = []
+    rows: list[tuple[Any, ...]] = []
+    ts_in = sql.ts_in
     for room_id, pendings in new_by_room.items():
         last = last_seqs[room_id]
         for seq, p in enumerate(pendings, start=last - len(pendings) + 1):
-            values += (room_id, seq, p.user_id, p.body, p.nonce, sql.ts_in(p.ts))
+            rows.append((room_id, seq, p.user_id, p.body, p.nonce, ts_in(p.ts)))
             message = StoredMessage(seq, p.room, p.username, p.body, p.ts, p.nonce)
             inserted[id(p)] = message
             if p.key is not None:
                 by_nonce[p.key] = message
-    cursor.execute(sql.insert_messages(len(inserted)), values)
+    sql.insert(cursor, rows)
     for p in batch:
         # Only a body with an '@' may mention anyone: any other costs no query.
         if id(p) in inserted and "@" in p.body:
@@ -208,8 +276,7 @@ def _already_stored(
     keys = list({p.key for p in batch if p.key is not None})
     if not keys:
         return {}
-    cursor.execute(sql.stored_with_nonce(len(keys)), [v for key in keys for v in key])
-    found = cursor.fetchall()
+    found = sql.find_nonces(cursor, keys)
     rooms = {p.room_id: p.room for p in batch}
     return {
         # As it is now, edited or deleted; its reactions and mentions are not read here

@@ -13,6 +13,7 @@ from sqlalchemy import (
     UniqueConstraint,
     false,
     func,
+    text,
     true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -137,8 +138,16 @@ class Message(Base):
     __table_args__ = (
         # A client retrying with the same nonce gets the stored message back.
         Index("uq_messages_room_user_nonce", "room_id", "user_id", "nonce", unique=True),
-        # Resuming: the messages of a room changed after a given sequence number.
-        Index("ix_messages_room_change", "room_id", "change_seq"),
+        # Resuming: the messages of a room changed after a given sequence number. Only
+        # changed messages are in it (a query's `change_seq > n` implies the condition), so
+        # that storing a new message does not add to it.
+        Index(
+            "ix_messages_room_change",
+            "room_id",
+            "change_seq",
+            sqlite_where=text("change_seq IS NOT NULL"),
+            postgresql_where=text("change_seq IS NOT NULL"),
+        ),
         # Counting a member's unread messages (`chat.attention`): a room's messages in
         # order with all the count looks at, so that it never reads the rows themselves,
         # which lie scattered among the other rooms' messages.

@@ -47,6 +47,8 @@ class MessageWriter:
         self._on_stored = on_stored
         self._queue: asyncio.Queue[Pending | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        # The announcement of the last commit's messages (`_announce`), while it runs.
+        self._announcing: asyncio.Task[None] | None = None
         # SQLite only: PostgreSQL indexes each message in its own commit (a GIN index's
         # pending list is cheap to add to).
         self._indexes = transactions.dialect.name == "sqlite"
@@ -132,9 +134,12 @@ class MessageWriter:
                     break
                 item = self._queue.get_nowait()
             if batch:
-                await self._write(batch)
+                created = await self._write(batch)
+                if created:
+                    self._announcing = asyncio.create_task(self._announce(created))
             if self._unindexed >= INDEX_BACKLOG_MAX:
                 await self._index_some()
+        await self.announced()
         if self._unindexed:
             # What is left would be indexed by the next start (or another process), but a
             # clean stop leaves the index whole.
@@ -143,7 +148,8 @@ class MessageWriter:
             except Exception as exc:
                 log.error("indexing messages for search failed: %r", exc)
 
-    async def _write(self, batch: list[Pending]) -> None:
+    async def _write(self, batch: list[Pending]) -> list[StoredMessage]:
+        """Commit the batch and answer each message's future; the new messages."""
         try:
             try:
                 results = await self._transactions.run(partial(store_batch, self._sql, batch))
@@ -161,10 +167,17 @@ class MessageWriter:
             log.error("storing %d messages failed: %r", len(batch), exc)
             if self._on_failure is not None:
                 self._on_failure(exc)
+            results = None
+        # One announcement at a time, in commit order: the previous commit's ran on the
+        # event loop while this one ran in the writer's thread, so that neither waited for
+        # the other. It ends before anything of this one is answered, so that each sender
+        # hears back in the order it sent.
+        await self.announced()
+        if results is None:
             for pending in batch:
                 if not pending.future.done():
                     pending.future.set_exception(StorageUnavailable())
-            return
+            return []
         # Only now, after the commit, is any message acknowledged.
         created: list[StoredMessage] = []
         for pending, (message, is_new) in zip(batch, results, strict=True):
@@ -174,12 +187,22 @@ class MessageWriter:
                 pending.future.set_result((message, is_new))
         if self._indexes:
             self._unindexed += len(created)
+        return created
+
+    async def announced(self) -> None:
+        """Wait until every message committed so far has been announced."""
+        task = self._announcing
+        if task is not None:
+            await task
+            if self._announcing is task:
+                self._announcing = None
+
+    async def _announce(self, created: list[StoredMessage]) -> None:
         # Let the callers' callbacks (repeated-nonce acknowledgements) run before
         # the broadcast, so that each sender hears back in the order it sent.
         await asyncio.sleep(0)
-        if created:
-            created.sort(key=lambda m: (m.room, m.id))
-            try:
-                await self._on_stored(created)
-            except Exception:
-                log.exception("publishing stored messages failed")
+        created.sort(key=lambda m: (m.room, m.id))
+        try:
+            await self._on_stored(created)
+        except Exception:
+            log.exception("publishing stored messages failed")

@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import json
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -9,11 +10,10 @@ from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chat import messages
-from chat.batch import BatchSql
+from chat.batch import SQLITE_FIND_NONCES
 from chat.db import (
     AsyncTransactions,
     Transactions,
@@ -99,6 +99,7 @@ async def _write_and_read_back(settings: Settings) -> None:
         assert all(is_new for _, is_new in results[:300])
         repeat, is_new = results[300]
         assert not is_new and repeat == results[0][0]
+        await writer.announced()
         assert sorted((m.room, m.id) for m in announced) == sorted(
             (m.room, m.id) for m, _ in results[:300]
         ), "each new message announced once; the repeat not at all"
@@ -136,17 +137,81 @@ def test_writer_numbers_each_room_in_order_and_stores_each_nonce_once(tmp_path: 
         asyncio.run(_write_and_read_back(settings))
 
 
+# Text that a batch's encoding must carry unchanged: quotes, backslashes, escapes spelt out,
+# control characters, line separators, astral characters, right-to-left text and 4,000
+# characters; a nonce of the same kinds.
+AWKWARD_BODIES = [
+    'say "hi" \\ and \\u0041 and \\n, literally',
+    "tab\tnew\nline\r\x01\x1f\x7f end",
+    "\u2028\u2029 separators, \ufeff BOM, \u200d joiner",
+    "astral \U0001f600\U0001f469\u200d\U0001f4bb\U0001f3f3\ufe0f\u200d\U0001f308"
+    " and \U0001d518\U0001d52b\U0001d526",
+    "עברית עם English, العربية",
+    '[1, 2] {"json": null} \'); DROP TABLE messages; --',
+    "x" * 4000,
+    "9223372036854775807",
+    "null",
+]
+
+
+async def _awkward(settings: Settings) -> None:
+    async with writing(settings) as (engine, writer, _announced):
+        user, room = await seed(engine, ["ann"], ["r"])
+        results = await asyncio.gather(
+            *(
+                writer.submit("r", room.id, user.id, "ann", body, f'n"\\{i}😀')
+                for i, body in enumerate(AWKWARD_BODIES)
+            ),
+            writer.submit("r", room.id, user.id, "ann", "no nonce", None),
+        )
+        assert [m.body for m, _ in results] == [*AWKWARD_BODIES, "no nonce"]
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(text("SELECT seq, body, nonce FROM messages ORDER BY seq"))
+            ).all()
+        assert [tuple(row) for row in rows] == [
+            *((i + 1, body, f'n"\\{i}😀') for i, body in enumerate(AWKWARD_BODIES)),
+            (len(AWKWARD_BODIES) + 1, "no nonce", None),
+        ]
+        # Each nonce is found again as it was stored: a retry gets the stored message.
+        again, is_new = await writer.store("r", room.id, user.id, "ann", "retry", 'n"\\3😀')
+        assert not is_new and (again.id, again.body) == (4, AWKWARD_BODIES[3])
+
+
+def test_any_text_is_stored_exactly_as_sent(tmp_path: Path) -> None:
+    with migrated(tmp_path) as settings:
+        asyncio.run(_awkward(settings))
+
+
 def test_nonce_lookup_uses_the_unique_index_on_sqlite(tmp_path: Path) -> None:
     # A scan here costs each commit time in proportion to all messages ever stored.
     migrate(Settings(data_dir=tmp_path, database_url=""))
-    sql = BatchSql(sqlite.dialect())
+    keys = json.dumps([[1, 1, "a"], [2, 1, "b"], [3, 2, "c"]])
     with sqlite3.connect(tmp_path / "chat.db") as conn:
-        plan = conn.execute(
-            "EXPLAIN QUERY PLAN " + sql.stored_with_nonce(3), [1, 1, "a", 2, 1, "b", 3, 2, "c"]
-        ).fetchall()
+        plan = conn.execute("EXPLAIN QUERY PLAN " + SQLITE_FIND_NONCES, [keys]).fetchall()
     details = [row[-1] for row in plan]
     assert any("USING INDEX uq_messages_room_user_nonce" in d for d in details), details
     assert not any(d.startswith("SCAN m") for d in details), details
+
+
+def test_changed_messages_are_found_through_the_index_of_changed_messages_alone(
+    tmp_path: Path,
+) -> None:
+    # Only changed messages are in it, so that storing a message costs no entry there; a
+    # resume's `change_seq > since` must still be answered from it, not by a scan.
+    migrate(Settings(data_dir=tmp_path, database_url=""))
+    with sqlite3.connect(tmp_path / "chat.db") as conn:
+        (sql,) = conn.execute(
+            "SELECT sql FROM sqlite_master WHERE name = 'ix_messages_room_change'"
+        ).fetchone()
+        plan = conn.execute(
+            "EXPLAIN QUERY PLAN SELECT seq FROM messages"
+            " WHERE room_id = ? AND seq <= ? AND change_seq > ?",
+            [1, 5, 5],
+        ).fetchall()
+    assert sql.endswith("WHERE change_seq IS NOT NULL"), sql
+    details = [row[-1] for row in plan]
+    assert any("USING INDEX ix_messages_room_change" in d for d in details), details
 
 
 async def _outage(settings: Settings) -> None:
@@ -213,15 +278,17 @@ async def wait_for_lock_wait(engine: AsyncEngine, timeout_secs: float = 30) -> N
     """Until some session of this database waits for another transaction's row lock.
 
     PostgreSQL gives no notice of a lock wait that could be awaited, so its activity
-    view is polled. On a loaded machine the other writer has been seen to take over 10 s
-    to get there.
+    view is polled.
     """
     query = text(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
         " AND wait_event_type = 'Lock' AND wait_event = 'transactionid'"
     )
     async with asyncio.timeout(timeout_secs), engine.connect() as conn:
-        while not await conn.scalar(query):  # noqa: ASYNC110
+        while not await conn.scalar(query):
+            # Each look in a transaction of its own: PostgreSQL reads the activity view
+            # once per transaction, and a first look before the wait would be the only one.
+            await conn.rollback()
             await asyncio.sleep(0.01)
 
 
@@ -258,6 +325,8 @@ async def _race_on_one_nonce(settings: Settings) -> None:
         assert is_new and stored.id == 1
         assert not again_new and again == stored, "the second writer answers with the first's"
         assert following_new and following.id == 2, "the rest of its batch is stored, no gap"
+        await first.announced()
+        await second.announced()
         assert [m.id for m in announced] == [1, 2]
     finally:
         first_transactions.release.set()
