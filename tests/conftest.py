@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import fcntl
 import functools
 import itertools
 import json
@@ -101,6 +102,55 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     # After the default teardown, so that the module's contexts and pages are closed first.
     if nextitem is None or not hasattr(getattr(nextitem, "module", None), "browser"):
         shared_chromium.stop_unless_held()
+
+
+class RunLock:
+    """Shared by the worker processes of one run (pytest-xdist): a test marked `exclusive`
+    holds it alone, every other test holds it together with the others. The tests that time
+    the server (its event loop's lag, how soon something happens) then run while no other
+    test's servers compete for the 2 CPUs, and the rest still run side by side.
+
+    Two flock(2) locks: `gate` keeps the workers' next tests out while an exclusive test waits
+    for the ones running to end, so that it is not put off for ever."""
+
+    def __init__(self, directory: Path) -> None:
+        self._main = os.open(directory / "run.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        self._gate = os.open(directory / "run.gate", os.O_RDWR | os.O_CREAT, 0o600)
+
+    @contextlib.contextmanager
+    def hold(self, exclusive: bool) -> Iterator[None]:
+        fcntl.flock(self._gate, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(self._main, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        finally:
+            fcntl.flock(self._gate, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._main, fcntl.LOCK_UN)
+
+
+run_lock: RunLock | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global run_lock
+    config.addinivalue_line(
+        "markers", "exclusive: run while no other test runs (it times the server)"
+    )
+    if os.environ.get("PYTEST_XDIST_WORKER") and config.option.basetemp:
+        # A worker's base temporary directory is one of the run's, beside the others'.
+        run_lock = RunLock(Path(config.option.basetemp).parent)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    # Outermost, from setup to teardown: the module's and session's fixtures that the test
+    # starts or stops are inside, and pytest-timeout does not count the wait.
+    if run_lock is None:
+        return (yield)
+    with run_lock.hold(item.get_closest_marker("exclusive") is not None):
+        return (yield)
 
 
 def unique(prefix: str = "u") -> str:

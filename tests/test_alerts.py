@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 
 from chat import alerts
@@ -119,7 +120,11 @@ def test_alerts_live_and_stored_once_per_incident_and_bounded(
         with srv.ws("/ws/rooms/general", flooder) as flooding:
             welcome(flooding)
             for _ in range(20):
-                flooding.send('{"type":"typing"}')
+                try:
+                    flooding.send('{"type":"typing"}')
+                except ConnectionClosed:
+                    # Closed before the 20th: the server read them faster than they were sent.
+                    break
             assert closed_with(flooding).code == CloseCode.TOO_MANY
         # The positive control: an alert raised after all of them arrives after them.
         marker = srv.register(unique("marker"))

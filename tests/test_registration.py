@@ -62,6 +62,8 @@ def test_registration_form_is_limited_per_address(make_server: Callable[..., Ser
     assert "Too many registrations" in r.text
 
 
+# Alone: how many registrations are hashed while the sign-in waits depends on the CPU it gets.
+@pytest.mark.exclusive
 def test_sign_in_goes_before_queued_registrations(make_server: Callable[..., Server]) -> None:
     """With a flood of registrations waiting to be hashed, a sign-in is hashed next, not last."""
     srv = make_server(hash_queue_max=1000, password_hash_memory_kib=ARGON2_MEMORY_KIB)

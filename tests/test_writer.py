@@ -278,7 +278,10 @@ async def wait_for_lock_wait(engine: AsyncEngine, timeout_secs: float = 30) -> N
     """Until some session of this database waits for another transaction's row lock.
 
     PostgreSQL gives no notice of a lock wait that could be awaited, so its activity
-    view is polled.
+    view is polled, each time in a transaction of its own: within one transaction the view
+    lists the sessions there were at its first read, and a writer whose connection opened
+    after that was never seen (on a loaded machine, where the writer comes late, the wait
+    ran out).
     """
     query = text(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
@@ -286,8 +289,6 @@ async def wait_for_lock_wait(engine: AsyncEngine, timeout_secs: float = 30) -> N
     )
     async with asyncio.timeout(timeout_secs), engine.connect() as conn:
         while not await conn.scalar(query):
-            # Each look in a transaction of its own: PostgreSQL reads the activity view
-            # once per transaction, and a first look before the wait would be the only one.
             await conn.rollback()
             await asyncio.sleep(0.01)
 
