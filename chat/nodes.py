@@ -24,12 +24,16 @@ class ClusterNodes:
         self._redis = redis
         self._key = f"{namespace}:node-beats"
         self._node = node
+        self._ttl_secs = ttl_secs
         self._valid_secs = ttl_secs * 0.75
         self._interval_secs = ttl_secs / 4
         self._alerts = alerts
-        # After Redis was away, nobody could beat: the others get a TTL to beat again
-        # before they are taken for gone.
+        # After Redis was away, nobody could beat: from when it is back, the others get a
+        # TTL to beat again before they are taken for gone. From when it is back, not from
+        # this process's last failed beat: another's failing call may have hung until its
+        # timeout, and its next beat is a beat interval after that.
         self._sweep_after = 0.0
+        self._redis_away = False
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -56,11 +60,14 @@ class ClusterNodes:
             await asyncio.sleep(self._interval_secs)
             try:
                 await self._beat()
+                if self._redis_away:
+                    self._redis_away = False
+                    self._sweep_after = time.monotonic() + self._ttl_secs
                 if time.monotonic() >= self._sweep_after:
                     await self._sweep()
             except Exception as exc:
                 log.warning("node beat failed: %s", exc)
-                self._sweep_after = time.monotonic() + self._valid_secs
+                self._redis_away = True
 
     async def _sweep(self) -> None:
         now = time.time()
