@@ -61,7 +61,9 @@ def main() -> None:
         host=args.host,
         port=args.port,
         log_config=log_config(),
-        **uvicorn_options(Settings()),
+        # uvicorn's own WebSocket protocol: the product's (`chat.wsprotocol`) holds every
+        # socket to the product's frame limits, which would close the seed's senders.
+        **{**uvicorn_options(Settings()), "ws": "websockets-sansio"},
     )
 
 
