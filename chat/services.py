@@ -117,8 +117,6 @@ class Services:
     welcome_reads: SharedReads[WelcomeRead] = field(default_factory=SharedReads)
     # A socket's account and session, shared by the sockets of one sign-in that come at once.
     sign_in_reads: SharedReads[SignInRead] = field(default_factory=SharedReads)
-    # Places for sockets being admitted (`CHAT_WS_ADMISSIONS_AT_ONCE`, `chat.ws`).
-    admissions: asyncio.Semaphore = field(init=False)
     limiter: MessageLimiter = field(init=False)
     # Socket handshakes per user (`chat.ws` keys them apart from the messages).
     handshakes: MessageLimiter = field(init=False)
@@ -159,7 +157,6 @@ class Services:
             self.limiter = SharedRateLimiter(
                 self.broker.client, s.rate_burst, s.rate_per_sec, s.redis_namespace
             )
-        self.admissions = asyncio.Semaphore(s.ws_admissions_at_once)
         self.handshakes = RateLimiter(s.ws_handshakes_burst, s.ws_handshakes_per_sec)
         if isinstance(self.broker, RedisBroker):
             self.handshakes = SharedRateLimiter(

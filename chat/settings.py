@@ -89,10 +89,6 @@ class Settings(BaseSettings):
     ws_frames_per_sec: float = Field(50.0, gt=0)
     ws_handshakes_burst: int = Field(30, ge=1)
     ws_handshakes_per_sec: float = Field(1.0, gt=0)
-    # Sockets of a process between their handshake and their first frame at once (reading
-    # their account, room and welcome); more wait their turn. Under a reconnect storm's
-    # thousands this keeps each step of the event loop short.
-    ws_admissions_at_once: int = Field(64, ge=1)
 
     # Prefix of every Redis key and channel, so that deployments can share one Redis.
     redis_namespace: str = Field("chat", pattern=r"^[A-Za-z0-9_.\-]{1,64}$")

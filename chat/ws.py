@@ -146,31 +146,6 @@ async def _close(websocket: WebSocket, code: int, reason: str) -> None:
         await websocket.close(code, reason)
 
 
-class _Admission:
-    """A socket's place among those being admitted at once (`CHAT_WS_ADMISSIONS_AT_ONCE`):
-    taken after the handshake, given up before anything is sent that the client must read
-    (its welcome, or a close), so that a client that reads nothing never holds one."""
-
-    __slots__ = ("_gate", "_held")
-
-    def __init__(self, gate: asyncio.Semaphore) -> None:
-        self._gate = gate
-        self._held = False
-
-    async def __aenter__(self) -> "_Admission":
-        await self._gate.acquire()
-        self._held = True
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        self.release()
-
-    def release(self) -> None:
-        if self._held:
-            self._held = False
-            self._gate.release()
-
-
 async def room_socket(websocket: WebSocket) -> None:
     """`/ws/rooms/{name}`: a room's live chat."""
     services = get_services(websocket)
@@ -178,57 +153,51 @@ async def room_socket(websocket: WebSocket) -> None:
     # Accept before refusing: a browser only learns a close code from an open socket.
     await websocket.accept()
     admitted_at = time.monotonic()
-    async with _Admission(services.admissions) as admission:
+    try:
+        found = await _admit(websocket, services)
+        user = found.user
         try:
-            found = await _admit(websocket, services)
-            user = found.user
-            try:
-                standing = await services.conversations.require(
-                    user, name, Action.READ, shared=True
-                )
-            except RoomNotFound:
-                # Also a private room or DM the user is not in: it does not exist for them.
-                raise Refused(CloseCode.NOT_FOUND, "unknown room") from None
-            except Forbidden as exc:
-                raise Refused(CloseCode.FORBIDDEN, str(exc)) from None
-            room_id = standing.room_id
-            since = _since(websocket)
-            open_here = services.hub.user_connections(user.username)
-            # `/ws/me` sockets count too: both are the user's sockets on this process.
-            if (
-                open_here + services.me.count(user.username)
-                >= services.settings.max_connections_per_user
-            ):
-                raise Refused(CloseCode.TOO_MANY, "too many connections")
-            # Opening a public room's socket makes one a member.
-            try:
-                await services.conversations.join_by_use(user, standing)
-            except Forbidden as exc:
-                # Banned while the socket was being admitted.
-                raise Refused(CloseCode.FORBIDDEN, str(exc)) from None
-        except Refused as refused:
-            admission.release()
-            await _close(websocket, refused.code, refused.reason)
-            return
-        settings = services.settings
-        connection = Connection(
-            websocket,
-            name,
-            user.username,
-            found.claims.token_id,
-            settings.send_queue_max,
-            settings.send_buffer_max_bytes,
-            found.claims.session_id,
-        )
-        connection.user_id, connection.token_key = user.id, found.claims.token_key
-        # Only what the socket's life needs is kept, not the ORM's user and the claims.
-        member = Author(user.id, user.username, user.username_key)
-        expires_at = _expires_at(found)
-        del user, found
-        _forget_headers(websocket)
-        await _serve(
-            connection, member, room_id, since, admitted_at, expires_at, services, admission
-        )
+            standing = await services.conversations.require(user, name, Action.READ, shared=True)
+        except RoomNotFound:
+            # Also a private room or DM the user is not in: it does not exist for them.
+            raise Refused(CloseCode.NOT_FOUND, "unknown room") from None
+        except Forbidden as exc:
+            raise Refused(CloseCode.FORBIDDEN, str(exc)) from None
+        room_id = standing.room_id
+        since = _since(websocket)
+        open_here = services.hub.user_connections(user.username)
+        # `/ws/me` sockets count too: both are the user's sockets on this process.
+        if (
+            open_here + services.me.count(user.username)
+            >= services.settings.max_connections_per_user
+        ):
+            raise Refused(CloseCode.TOO_MANY, "too many connections")
+        # Opening a public room's socket makes one a member.
+        try:
+            await services.conversations.join_by_use(user, standing)
+        except Forbidden as exc:
+            # Banned while the socket was being admitted.
+            raise Refused(CloseCode.FORBIDDEN, str(exc)) from None
+    except Refused as refused:
+        await _close(websocket, refused.code, refused.reason)
+        return
+    settings = services.settings
+    connection = Connection(
+        websocket,
+        name,
+        user.username,
+        found.claims.token_id,
+        settings.send_queue_max,
+        settings.send_buffer_max_bytes,
+        found.claims.session_id,
+    )
+    connection.user_id, connection.token_key = user.id, found.claims.token_key
+    # Only what the socket's life needs is kept, not the ORM's user and the claims.
+    member = Author(user.id, user.username, user.username_key)
+    expires_at = _expires_at(found)
+    del user, found
+    _forget_headers(websocket)
+    await _serve(connection, member, room_id, since, admitted_at, expires_at, services)
 
 
 async def _serve(
@@ -239,11 +208,9 @@ async def _serve(
     admitted_at: float,
     expires_at: float,
     services: Services,
-    admission: _Admission,
 ) -> None:
     """Serve an admitted socket; `admitted_at` (monotonic) is when its account was about
-    to be read, `expires_at` (epoch) when its token expires. Its `admission` is given up
-    once its welcome is ready."""
+    to be read, `expires_at` (epoch) when its token expires."""
     room, websocket = connection.room, connection.websocket
     reader = asyncio.current_task()
     # Join the fan-out first and read history second: whatever is published in
@@ -252,13 +219,11 @@ async def _serve(
     if services.deactivated_since(member.id, admitted_at):
         # Deactivated after the account was read, before the hub could hear of it.
         services.hub.remove(connection)
-        admission.release()
         await _close(websocket, CloseCode.UNAUTHENTICATED, DEACTIVATED_REASON)
         return
     if services.removed_since(room, member.id, admitted_at):
         # Removed from the room after its membership was read, before the hub could hear.
         services.hub.remove(connection)
-        admission.release()
         await _close(websocket, CloseCode.FORBIDDEN, "removed from the room")
         return
     connection.reader = reader
@@ -280,7 +245,6 @@ async def _serve(
         services.hub.start_feed(room, last_seq)
         welcome = events.welcome_frame(room, member.username, users, history, truncated, updates)
         del users, history, updates
-        admission.release()
         await websocket.send_text(events.encode(welcome).decode())
         del welcome
         connection.start_sending()
@@ -499,8 +463,7 @@ async def me_socket(websocket: WebSocket) -> None:
     await websocket.accept()
     admitted_at = time.monotonic()
     try:
-        async with _Admission(services.admissions):
-            found = await _admit(websocket, services)
+        found = await _admit(websocket, services)
         user = found.user
         sockets = services.hub.user_connections(user.username) + services.me.count(user.username)
         if sockets >= services.settings.max_connections_per_user:
