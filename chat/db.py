@@ -4,7 +4,6 @@ import asyncio
 import contextlib
 import os
 import sqlite3
-import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,12 +30,6 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 # -shm files the database file's mode.
 SQLITE_FILE_MODE = 0o600
 SQLITE_SIDE_FILES = ("", "-wal", "-shm", "-journal")
-# How long (seconds) a thread waiting for the interpreter lets the one holding it run on
-# before asking for it (Python's default is 5 ms). The writer's thread hands the lock
-# back on every SQLite step of a commit, half a dozen of them, and then waits to get it
-# back while the event loop works through a burst of frames: at 5 ms a wait, a commit
-# took several times as long as its work.
-WRITER_SWITCH_INTERVAL_SECS = 0.0005
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
@@ -113,7 +106,6 @@ class ThreadTransactions:
         self._url = make_url(settings.async_database_url)
         self._conn: sqlite3.Connection | None = None
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
-        sys.setswitchinterval(min(sys.getswitchinterval(), WRITER_SWITCH_INTERVAL_SECS))
 
     async def run(self, work: Work[T]) -> T:
         loop = asyncio.get_running_loop()
