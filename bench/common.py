@@ -56,6 +56,25 @@ def read_line(proc: subprocess.Popen[bytes], timeout: float) -> dict[str, Any]:
     return json.loads(line)
 
 
+def send_line(proc: subprocess.Popen[bytes], message: dict[str, Any]) -> None:
+    """One JSON line to a load generator process that takes several."""
+    assert proc.stdin is not None
+    proc.stdin.write(json.dumps(message).encode() + b"\n")
+    proc.stdin.flush()
+
+
+def start_loadgen(job: dict[str, Any]) -> subprocess.Popen[bytes]:
+    """A load generator process that stays to be talked to, given its first job."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.loadgen"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    send_line(proc, job)
+    return proc
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")

@@ -3,16 +3,14 @@
 import argparse
 import asyncio
 import itertools
-import json
 import subprocess
-import sys
 import time
 from typing import Any
 
 import orjson
 from websockets.asyncio.client import connect
 
-from bench.common import STEP_ERRORS, chat_cluster, int_list, print_table, read_line
+from bench.common import STEP_ERRORS, chat_cluster, int_list, print_table, read_line, start_loadgen
 from bench.servers import ChatCluster, rss_bytes
 
 
@@ -60,17 +58,7 @@ def hold_processes(job: dict[str, Any]) -> list[subprocess.Popen[bytes]]:
     procs = []
     total = job["members"]
     for start in range(0, total, HOLD_PER_PROCESS):
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.loadgen"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
-        procs.append(proc)
-        assert proc.stdin is not None
-        share = {**job, "members": min(HOLD_PER_PROCESS, total - start)}
-        proc.stdin.write(json.dumps(share).encode() + b"\n")
-        proc.stdin.flush()
+        procs.append(start_loadgen({**job, "members": min(HOLD_PER_PROCESS, total - start)}))
     return procs
 
 

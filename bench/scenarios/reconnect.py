@@ -10,10 +10,8 @@ no admin view was open before).
 
 import argparse
 import asyncio
-import json
 import os
 import subprocess
-import sys
 import time
 from typing import Any
 
@@ -21,7 +19,15 @@ import httpx
 import orjson
 from websockets.asyncio.client import connect
 
-from bench.common import STEP_ERRORS, chat_cluster, int_list, print_table, read_line
+from bench.common import (
+    STEP_ERRORS,
+    chat_cluster,
+    int_list,
+    print_table,
+    read_line,
+    send_line,
+    start_loadgen,
+)
 from bench.servers import ChatCluster, cpu_secs
 
 SOURCE_ADDRS = [f"127.0.0.{i}" for i in range(2, 10)]
@@ -50,12 +56,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=2,
         help="reconnect: load-generator processes the sockets are spread over",
     )
-
-
-def send_line(proc: subprocess.Popen[bytes], message: dict[str, Any]) -> None:
-    assert proc.stdin is not None
-    proc.stdin.write(json.dumps(message).encode() + b"\n")
-    proc.stdin.flush()
 
 
 def post_messages(url: str, tokens: list[str], rooms: list[str], count: int) -> dict[str, list]:
@@ -96,24 +96,18 @@ def storm(sockets: int, loadgens: int) -> dict[str, Any]:
         try:
             share = -(-sockets // loadgens)
             for first in range(0, sockets, share):
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "bench.loadgen"],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.DEVNULL,
-                )
-                procs.append(proc)
-                send_line(
-                    proc,
-                    {
-                        "mode": "storm",
-                        "urls": cluster.ws_urls,
-                        "rooms": rooms,
-                        "tokens": tokens[1:],
-                        "first": first,
-                        "members": min(share, sockets - first),
-                        "local_addrs": SOURCE_ADDRS,
-                    },
+                procs.append(
+                    start_loadgen(
+                        {
+                            "mode": "storm",
+                            "urls": cluster.ws_urls,
+                            "rooms": rooms,
+                            "tokens": tokens[1:],
+                            "first": first,
+                            "members": min(share, sockets - first),
+                            "local_addrs": SOURCE_ADDRS,
+                        }
+                    )
                 )
             ready = [read_line(proc, CONNECT_TIMEOUT_SECS) for proc in procs]
             opened = sum(r["opened"] for r in ready)
