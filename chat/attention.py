@@ -343,19 +343,22 @@ class Attention:
         written = 0
         for user, theirs in frames.items():
             # The sockets of one room get the same frames: encoded once for all of them.
-            wires: dict[str, tuple[list[bytes], bytes]] = {}
+            wires: dict[str, tuple[list[tuple[int, bytes]], bytes]] = {}
             sockets = [*self._hub.of_user(user), *self._me.of_user(user)]
             for connection in sockets:
                 found = wires.get(connection.room)
                 if found is None:
-                    payloads = [payload for room, payload in theirs if room != connection.room]
+                    # Numbered 0: outside the room's sequence.
+                    unnumbered = [
+                        (0, payload) for room, payload in theirs if room != connection.room
+                    ]
                     found = wires[connection.room] = (
-                        payloads,
-                        b"".join(wire_frame(payload) for payload in payloads),
+                        unnumbered,
+                        b"".join(wire_frame(payload) for _, payload in unnumbered),
                     )
-                payloads, wire = found
-                if payloads and connection.close_code is None:
-                    connection.push_unnumbered(payloads, wire)
+                unnumbered, wire = found
+                if unnumbered and connection.close_code is None:
+                    connection.push_run(unnumbered, wire)
                     written += 1
                     if written % SEND_CHUNK == 0:
                         await asyncio.sleep(0)

@@ -121,19 +121,11 @@ class Connection:
                 self.pending.append(frame)
 
     def push_run(self, frames: list[Frame], wire: bytes) -> None:
-        """Send consecutive messages; `wire` is all their frames, sent in one write."""
-        if self.direct is None or frames[0][0] <= self.floor:
+        """Send consecutive messages, or frames outside the room's sequence (numbered 0);
+        `wire` is all their frames, sent in one write."""
+        if self.direct is None or 0 < frames[0][0] <= self.floor:
             for frame in frames:
                 self.push(frame)
-            return
-        self._write(self.direct, wire)
-
-    def push_unnumbered(self, payloads: list[bytes], wire: bytes) -> None:
-        """Send frames outside the room's sequence (numbered 0); `wire` is all their
-        frames, sent in one write."""
-        if self.direct is None:
-            for payload in payloads:
-                self.push((0, payload))
             return
         self._write(self.direct, wire)
 
